@@ -1,0 +1,228 @@
+"""The learngene artifact: one folder, two files, one format for every method.
+
+    my_gene/
+      learngene_config.json    method, method config, provenance, tensor manifest
+      learngene.safetensors    the stored tensors, nothing else
+
+``Learngene.save`` writes the folder atomically (temp folder, fsync, rename). ``load``
+validates the JSON, the safetensors file and the manifest against each other, then
+lets the method check its own invariants; any mismatch is an ``ArtifactError`` saying
+what is wrong. No pickle is ever involved.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ._io import atomic_replace_dir, atomic_save_safetensors, atomic_write_json
+from .errors import ArtifactError, ConfigError, LearngeneError
+from .models import validate_shape
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "learngene_config.json"
+WEIGHTS_NAME = "learngene.safetensors"
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config is a few KB; refuse absurd (hostile) files
+
+# Descendant kwargs that change the architecture (the rest, e.g. drop_path_rate, are passed through).
+SHAPE_KEYS = ("depth", "embed_dim", "num_heads", "num_classes")
+
+
+@dataclass
+class Learngene:
+    """A learngene: what a method condensed from an ancestry, ready to grow descendants.
+
+    Attributes:
+        method: registered method name (``learngene.list_methods()``).
+        config: the method's config, as a JSON-able dict.
+        tensors: the stored tensors (name -> tensor). Everything counted by ``num_parameters``.
+        provenance: ancestry architecture (timm kwargs) and size, the data it saw, and the
+            cost of extraction (``samples_seen``, ``flops``), library version, creation time.
+    """
+
+    method: str
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # -- facts -------------------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        """Exactly the number of values stored in the artifact."""
+        return sum(t.numel() for t in self.tensors.values())
+
+    @property
+    def ancestry_arch(self) -> dict[str, Any]:
+        try:
+            return dict(self.provenance["ancestry"]["arch"])
+        except (KeyError, TypeError):
+            raise ArtifactError("learngene has no ancestry architecture in its provenance") from None
+
+    def describe_shapes(self) -> str:
+        from .registry import get_method
+
+        spec = get_method(self.method)
+        return spec.describe_shapes(self) if spec.describe_shapes else "any depth, width and head count"
+
+    def __repr__(self) -> str:
+        return (f"Learngene(method={self.method!r}, tensors={len(self.tensors)}, "
+                f"num_parameters={self.num_parameters:,})")
+
+    # -- growing descendants -----------------------------------------------------------
+    def descendant_arch(self, *, depth: int | None = None, embed_dim: int | None = None,
+                        num_heads: int | None = None, num_classes: int | None = None,
+                        **timm_kwargs: Any) -> dict[str, Any]:
+        """The descendant's timm kwargs: the ancestry's, with the given overrides."""
+        arch = self.ancestry_arch
+        for key, value in dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes).items():
+            if value is not None:
+                arch[key] = value
+        arch.update({k: v for k, v in timm_kwargs.items() if v is not None})
+        validate_shape(depth=arch["depth"], embed_dim=arch["embed_dim"], num_heads=arch["num_heads"],
+                       num_classes=arch["num_classes"])
+        return arch
+
+    def expand(self, *, depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
+               num_classes: int | None = None, seed: int | None = None, **timm_kwargs: Any) -> torch.nn.Module:
+        """Grow a descendant: a plain timm ``VisionTransformer``.
+
+        Shape arguments default to the ancestry's. ``timm_kwargs`` go to the
+        VisionTransformer (e.g. ``drop_path_rate=0.1``, ``global_pool='avg'``).
+        ``seed`` fixes the random initialisation of whatever the learngene does not provide.
+        """
+        from .registry import get_method
+
+        spec = get_method(self.method)
+        arch = self.descendant_arch(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                                    num_classes=num_classes, **timm_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return spec.expand(self, arch)
+
+    # -- storage -----------------------------------------------------------------------
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        return {k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                for k, t in sorted(self.tensors.items())}
+
+    def to_config_dict(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "format_version": FORMAT_VERSION,
+            "library": f"learngene-kit {__version__}",
+            "method": self.method,
+            "method_config": self.config,
+            "num_parameters": self.num_parameters,
+            "provenance": self.provenance,
+            "tensors": self.manifest(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the artifact folder atomically; an existing folder is replaced whole."""
+        config = self.to_config_dict()
+        try:
+            json.dumps(config)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"learngene config is not JSON-serialisable: {e}") from None
+
+        def fill(tmp: Path) -> None:
+            atomic_save_safetensors(tmp / WEIGHTS_NAME, self.tensors, metadata={"format": "pt", "method": self.method})
+            atomic_write_json(tmp / CONFIG_NAME, config)
+
+        return atomic_replace_dir(path, fill)
+
+
+def created_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise ArtifactError(f"{path} is not a learngene folder: {CONFIG_NAME} is missing "
+                            "(create one with `learngene extract`)")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ArtifactError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes; not a learngene config")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{config_path} is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{config_path} must hold a JSON object")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{config_path}: format_version {version!r} is not supported (this library reads {FORMAT_VERSION})")
+    for key, kind in (("method", str), ("method_config", dict), ("provenance", dict), ("tensors", dict)):
+        if not isinstance(config.get(key), kind):
+            raise ArtifactError(f"{config_path}: field {key!r} is missing or not a {kind.__name__}")
+    return config
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise ArtifactError(f"{path}: {WEIGHTS_NAME} is missing; the artifact is incomplete, re-create it with `learngene extract`")
+    try:
+        return load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{weights_path} is corrupt or truncated ({str(e).splitlines()[0][:160]}); "
+                            "re-create it with `learngene extract`") from None
+
+
+def _check_manifest(config: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
+    manifest = config["tensors"]
+    missing = sorted(set(manifest) - set(tensors))
+    extra = sorted(set(tensors) - set(manifest))
+    if missing:
+        raise ArtifactError(f"{path}: config lists tensor {missing[0]!r} ({len(missing)} in all) that the safetensors file lacks")
+    if extra:
+        raise ArtifactError(f"{path}: safetensors file holds tensor {extra[0]!r} ({len(extra)} in all) that the config does not list")
+    for name, entry in manifest.items():
+        t = tensors[name]
+        if not isinstance(entry, dict) or list(t.shape) != entry.get("shape"):
+            raise ArtifactError(f"{path}: tensor {name!r} has shape {list(t.shape)} but the config says "
+                                f"{entry.get('shape') if isinstance(entry, dict) else entry!r}")
+        if str(t.dtype).removeprefix("torch.") != entry.get("dtype"):
+            raise ArtifactError(f"{path}: tensor {name!r} has dtype {t.dtype} but the config says {entry.get('dtype')!r}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ArtifactError(f"{path}: tensor {name!r} holds NaN or inf values")
+
+
+def load(path: str | os.PathLike) -> Learngene:
+    """Load a learngene folder written by ``Learngene.save``, validating it fully."""
+    from .registry import get_method
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no learngene at {path}: the folder does not exist")
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is a file; a learngene is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config = _read_config(path)
+    spec = get_method(config["method"])
+    tensors = _read_tensors(path)
+    _check_manifest(config, tensors, path)
+    gene = Learngene(method=config["method"], config=config["method_config"], tensors=tensors,
+                     provenance=config["provenance"])
+    try:
+        arch = gene.ancestry_arch
+        validate_shape(depth=arch["depth"], embed_dim=arch["embed_dim"], num_heads=arch["num_heads"],
+                       num_classes=arch.get("num_classes"))
+        from .registry import make_config
+
+        make_config(spec, gene.config)  # the stored config must still be a valid config
+        if spec.validate is not None:
+            spec.validate(gene)
+    except ArtifactError:
+        raise
+    except (LearngeneError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: config and tensors disagree: {e}") from None
+    return gene

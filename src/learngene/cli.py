@@ -1,0 +1,328 @@
+"""The `learngene` command line. Each subcommand is a plain typed function below;
+``_cli_args`` turns signatures and docstrings into argparse parsers.
+
+    learngene list
+    learngene ancestry --preset vit-mini --data fashion-mnist --epochs 5 --out runs/ancestry
+    learngene extract heuristic --ancestry runs/ancestry --out genes/heuristic k=3 rule=last
+    learngene info genes/heuristic
+    learngene expand genes/heuristic --depth 6 --num-classes 10 --out runs/child
+    learngene finetune runs/child --data mnist-5k --epochs 5 --out runs/child-mnist
+    learngene eval runs/child-mnist --data mnist-5k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._cli_args import add_subcommand, resolve_call
+from .errors import ConfigError, LearngeneError
+
+
+def _write_resolved(out: Path, command: str, values: dict[str, Any]) -> None:
+    from ._io import atomic_write_text
+
+    text = yaml.safe_dump({"command": command, **values}, sort_keys=False)
+    atomic_write_text(out / "config.yaml", text)
+
+
+def _side(img_size: Any) -> int:
+    return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
+
+
+def _train_config(train: dict[str, Any], **shortcuts: Any):
+    from .train import TrainConfig
+
+    values = dict(train)
+    values.update({k: v for k, v in shortcuts.items() if v is not None})
+    return TrainConfig.from_dict(values)
+
+
+def _load_pair(data: str, arch: dict[str, Any], augment: bool = False):
+    from .data import load_dataset
+
+    size, chans = _side(arch["img_size"]), int(arch["in_chans"])
+    train = load_dataset(data, "train", image_size=size, in_chans=chans, augment=augment)
+    test = load_dataset(data, "test", image_size=size, in_chans=chans)
+    return train, test
+
+
+def cmd_list() -> None:
+    """List methods, datasets and model presets."""
+    from .data import list_datasets
+    from .models import VIT_PRESETS
+    from .registry import get_method, list_methods
+
+    print("methods:")
+    for name in list_methods():
+        print(f"  {name:20s} {get_method(name).summary}")
+    print("datasets:")
+    for name in list_datasets():
+        print(f"  {name}")
+    print("model presets:")
+    for name, kw in VIT_PRESETS.items():
+        print(f"  {name:12s} depth {kw['depth']}, width {kw['embed_dim']}, {kw['num_heads']} heads, "
+              f"patch {kw['patch_size']}, {kw['img_size']}x{kw['img_size']}x{kw['in_chans']}")
+
+
+def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: str = "runs/ancestry",
+                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                 seed: int | None = None, depth: int | None = None, embed_dim: int | None = None,
+                 num_heads: int | None = None, resume: bool = False, augment: bool = False,
+                 overrides: dict[str, Any] | None = None) -> None:
+    """Train an ancestry model on a dataset (the model learngenes are condensed from).
+
+    Args:
+        preset: model preset (see `learngene list`).
+        data: dataset name (see `learngene list`).
+        out: output folder: model.safetensors, model_config.json, metrics.jsonl, checkpoint.pt.
+        epochs: training epochs (train.epochs).
+        batch_size: global batch size (train.batch_size).
+        lr: peak learning rate (train.lr).
+        seed: seed of init, data order and augmentation (train.seed).
+        depth: override the preset's depth.
+        embed_dim: override the preset's width.
+        num_heads: override the preset's head count.
+        resume: continue from out/checkpoint.pt.
+        augment: random-shift augmentation of training images.
+    """
+    import torch
+
+    from .data import dataset_info
+    from .models import create_vit, save_model
+    from .train import fit
+
+    overrides = dict(overrides or {})
+    train = overrides.pop("train", {})
+    model_kw = overrides.pop("model", {})
+    if overrides:
+        raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=... or model.<arg>=...")
+    cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    info = dataset_info(data)
+    torch.manual_seed(cfg.seed)
+    model = create_vit(preset, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                       num_classes=info.num_classes, **model_kw)
+    from .models import arch_of
+
+    train_ds, test_ds = _load_pair(data, arch_of(model), augment=augment)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_resolved(out_dir, "ancestry", dict(preset=preset, data=data, model=model_kw, train=cfg.to_dict(),
+                                              depth=depth, embed_dim=embed_dim, num_heads=num_heads, augment=augment))
+    result = fit(model, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
+    save_model(model, out_dir, data=data, preset=preset, eval_acc=result.eval_acc,
+               cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
+                     "wall_time_s": result.wall_time_s})
+    print(json.dumps({"out": str(out_dir), "eval_acc": result.eval_acc, "samples_seen": result.samples_seen,
+                      "train_flops": result.train_flops, "wall_time_s": round(result.wall_time_s, 1)}))
+
+
+def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "genes/learngene",
+                data: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+    """Condense an ancestry into a learngene with METHOD (options as key=value, e.g. k=3).
+
+    Args:
+        method: method name (see `learngene list`).
+        ancestry: run folder, .safetensors/.pth file, preset or timm model name.
+        out: learngene folder to write.
+        data: dataset the method reads (for methods that need data).
+    """
+    from .api import extract
+    from .registry import get_method
+
+    options = dict(overrides or {})
+    get_method(method)
+    gene = extract(method, ancestry, data=data, **options)
+    path = gene.save(out)
+    print(json.dumps({"out": str(path), "method": gene.method, "stored_parameters": gene.num_parameters,
+                      "config": gene.config}))
+
+
+def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = None,
+               embed_dim: int | None = None, num_heads: int | None = None, num_classes: int | None = None,
+               seed: int = 0) -> None:
+    """Grow a descendant (a plain timm VisionTransformer) from a learngene folder.
+
+    Args:
+        gene: learngene folder.
+        out: model folder to write (model.safetensors + model_config.json).
+        depth: descendant depth (default: the ancestry's).
+        embed_dim: descendant width (default: the ancestry's).
+        num_heads: descendant head count (default: the ancestry's).
+        num_classes: classifier size (default: the ancestry's).
+        seed: seed of the random init of what the learngene does not provide.
+    """
+    from .artifact import load
+    from .models import save_model
+
+    learngene = load(gene)
+    model = learngene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes, seed=seed)
+    save_model(model, out, learngene=str(gene), method=learngene.method, seed=seed)
+    print(json.dumps({"out": out, "method": learngene.method, "depth": len(model.blocks),
+                      "embed_dim": model.embed_dim, "parameters": sum(p.numel() for p in model.parameters())}))
+
+
+def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetune", epochs: int | None = None,
+                 batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
+                 depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
+                 resume: bool = False, augment: bool = False, overrides: dict[str, Any] | None = None) -> None:
+    """Fine-tune a model folder, or a learngene folder's descendant, on a dataset.
+
+    Args:
+        model: a model folder (from `expand`/`ancestry`) or a learngene folder (expanded first).
+        data: dataset name.
+        out: output folder.
+        epochs: training epochs (train.epochs).
+        batch_size: global batch size (train.batch_size).
+        lr: peak learning rate (train.lr).
+        seed: training seed (and descendant init seed when expanding).
+        depth: descendant depth when MODEL is a learngene.
+        embed_dim: descendant width when MODEL is a learngene.
+        num_heads: descendant heads when MODEL is a learngene.
+        resume: continue from out/checkpoint.pt.
+        augment: random-shift augmentation of training images.
+    """
+    from .artifact import CONFIG_NAME, load
+    from .data import dataset_info
+    from .models import arch_of, load_ancestry, save_model
+    from .train import fit
+
+    overrides = dict(overrides or {})
+    train = overrides.pop("train", {})
+    if overrides:
+        raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=...")
+    cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    info = dataset_info(data)
+    source = Path(model)
+    if (source / CONFIG_NAME).is_file():
+        gene = load(source)
+        net = gene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=info.num_classes,
+                          seed=cfg.seed)
+        origin = {"learngene": str(source), "method": gene.method}
+    else:
+        if depth or embed_dim or num_heads:
+            raise ConfigError("--depth/--embed-dim/--num-heads apply only when MODEL is a learngene folder")
+        net = load_ancestry(source)
+        if net.num_classes != info.num_classes:
+            net.reset_classifier(info.num_classes)
+        origin = {"model": str(source)}
+    train_ds, test_ds = _load_pair(data, arch_of(net), augment=augment)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_resolved(out_dir, "finetune", dict(model=model, data=data, train=cfg.to_dict(), depth=depth,
+                                              embed_dim=embed_dim, num_heads=num_heads, augment=augment))
+    result = fit(net, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
+    save_model(net, out_dir, data=data, eval_acc=result.eval_acc, **origin,
+               cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
+                     "wall_time_s": result.wall_time_s})
+    print(json.dumps({"out": str(out_dir), "eval_acc": result.eval_acc, "samples_seen": result.samples_seen,
+                      "train_flops": result.train_flops}))
+
+
+def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_size: int = 256) -> None:
+    """Evaluate a model folder on a dataset split; prints top-1 accuracy and loss as JSON.
+
+    Args:
+        model: model folder (or weights file / preset).
+        data: dataset name.
+        split: train or test.
+        batch_size: evaluation batch size.
+    """
+    from .data import load_dataset
+    from .models import arch_of, load_ancestry
+    from .train import evaluate
+
+    net = load_ancestry(model)
+    arch = arch_of(net)
+    ds = load_dataset(data, split, image_size=_side(arch["img_size"]), in_chans=int(arch["in_chans"]))
+    if ds.info.num_classes != net.num_classes:
+        raise ConfigError(f"the model has {net.num_classes} classes but {data} has {ds.info.num_classes}; "
+                          "fine-tune it on this dataset first")
+    metrics = evaluate(net, ds, batch_size=batch_size)
+    print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
+
+
+def cmd_info(gene: str, *, json_output: bool = False) -> None:
+    """Show a learngene: method, stored parameters, provenance, descendant shapes it can produce.
+
+    Args:
+        gene: learngene folder.
+        json_output: print the whole config as JSON instead of a summary.
+    """
+    from .artifact import load
+
+    learngene = load(gene)
+    if json_output:
+        print(json.dumps(learngene.to_config_dict(), indent=2))
+        return
+    prov = learngene.provenance
+    arch = prov.get("ancestry", {}).get("arch", {})
+    anc_params = prov.get("ancestry", {}).get("num_parameters")
+    stored = learngene.num_parameters
+    print(f"method:            {learngene.method}")
+    print(f"method config:     {json.dumps(learngene.config)}")
+    share = f" ({100 * stored / anc_params:.1f}% of the ancestry's {anc_params:,})" if anc_params else ""
+    print(f"stored parameters: {stored:,}{share}")
+    print(f"ancestry:          depth {arch.get('depth')}, width {arch.get('embed_dim')}, {arch.get('num_heads')} heads, "
+          f"{arch.get('img_size')}px/{arch.get('patch_size')} patch, {arch.get('num_classes')} classes "
+          f"(from {prov.get('ancestry', {}).get('source')})")
+    if prov.get("data"):
+        print(f"data seen:         {json.dumps(prov['data'])}")
+    cost = prov.get("cost", {})
+    print(f"extraction cost:   {cost.get('samples_seen', 0):,} samples, {float(cost.get('flops', 0)):.3g} FLOPs")
+    print(f"descendants:       {learngene.describe_shapes()}")
+    print(f"created:           {prov.get('created')} by {prov.get('library')}")
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "ancestry": cmd_ancestry,
+    "extract": cmd_extract,
+    "expand": cmd_expand,
+    "finetune": cmd_finetune,
+    "eval": cmd_eval,
+    "info": cmd_info,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="learngene", description="Learngene: condense an ancestry model, grow descendants.")
+    parser.add_argument("--version", action="version", version=f"learngene-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, func in COMMANDS.items():
+        add_subcommand(sub, name, func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Anything argparse did not recognise must be a key=value override.
+    unknown = [item for item in rest if "=" not in item or item.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = rest
+    if not getattr(args, "_func", None):
+        parser.print_help()
+        return 2
+    try:
+        kwargs = resolve_call(args._func, args)
+        args._func(**kwargs)
+    except LearngeneError as e:
+        print(f"learngene {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"learngene {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Helpers shared by methods: fresh stacks, stem fitting, flat tensor names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models import adapt_input_conv
+
+from ..errors import ConfigError
+from ..models import create_vit
+from ..stack import VitStack, to_stack
+
+Tensors = dict[str, torch.Tensor]
+
+
+def fresh_stack(arch: dict[str, Any]) -> VitStack:
+    """A canonical stack with timm's own random initialisation for ``arch``."""
+    return to_stack(create_vit(arch))
+
+
+def pack(prefix: str, tensors: Tensors) -> Tensors:
+    """{'q.weight': t} -> {'<prefix>.q.weight': t} (copies, so the artifact owns its tensors)."""
+    return {f"{prefix}.{k}": v.detach().clone().contiguous() for k, v in tensors.items()}
+
+
+def unpack(prefix: str, tensors: Tensors) -> Tensors:
+    """Inverse of ``pack``: the tensors under ``<prefix>.``, with the prefix removed."""
+    start = prefix + "."
+    return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+def _grid(arch: dict[str, Any]) -> tuple[int, int]:
+    img = arch["img_size"] if isinstance(arch["img_size"], (tuple, list)) else (arch["img_size"],) * 2
+    patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
+    return img[0] // patch[0], img[1] // patch[1]
+
+
+def _pos_prefix(arch: dict[str, Any]) -> int:
+    # Number of prefix (class) positions inside pos_embed, as timm lays it out.
+    return 0 if arch.get("no_embed_class") or not arch.get("class_token", True) else 1
+
+
+def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, Any]) -> Tensors:
+    """Adapt an inherited stem (patch embedding, position embedding, class token) to a new arch.
+
+    - different grid (image or patch size keeps the patch size): position embeddings are
+      resampled bicubically (timm's ``resample_abs_pos_embed``);
+    - different input channels: the patch filter is adapted as timm does for pretrained
+      weights (``adapt_input_conv``: summed for grey, repeated and rescaled for RGB);
+    - class token present/absent: its position slot is dropped or added (zeros).
+    The width (embed_dim) and patch size must match: a stem can't change them.
+    """
+    if int(source_arch["embed_dim"]) != int(target_arch["embed_dim"]):
+        raise ConfigError(f"the inherited stem has width {source_arch['embed_dim']} but the descendant has "
+                          f"{target_arch['embed_dim']}; use a method that selects width (weight-selection) "
+                          "or keep the ancestry's embed_dim")
+    if source_arch["patch_size"] != target_arch["patch_size"]:
+        raise ConfigError(f"the inherited stem has patch size {source_arch['patch_size']}, the descendant "
+                          f"{target_arch['patch_size']}; keep the ancestry's patch_size")
+    out: Tensors = {}
+    if "patch.weight" in stem:
+        weight = stem["patch.weight"]  # [D, C, p, p]
+        if weight.shape[1] != int(target_arch["in_chans"]):
+            weight = adapt_input_conv(int(target_arch["in_chans"]), weight.clone())
+        out["patch.weight"] = weight
+    if "patch.bias" in stem:
+        out["patch.bias"] = stem["patch.bias"]
+    if "pos_embed" in stem:
+        pos = stem["pos_embed"]  # [1, prefix + gh*gw, D]
+        src_prefix, dst_prefix = _pos_prefix(source_arch), _pos_prefix(target_arch)
+        src_grid, dst_grid = _grid(source_arch), _grid(target_arch)
+        prefix, grid_tokens = pos[:, :src_prefix], pos[:, src_prefix:]
+        if src_grid != dst_grid:
+            grid_tokens = resample_abs_pos_embed(grid_tokens, new_size=list(dst_grid), old_size=list(src_grid),
+                                                 num_prefix_tokens=0)
+        if dst_prefix > src_prefix:
+            prefix = torch.zeros(1, dst_prefix, pos.shape[-1], dtype=pos.dtype)
+        elif dst_prefix < src_prefix:
+            prefix = prefix[:, :0]
+        out["pos_embed"] = torch.cat([prefix, grid_tokens], dim=1)
+    if "cls_token" in stem and target_arch.get("class_token", True):
+        out["cls_token"] = stem["cls_token"]
+    return out
+
+
+def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: dict[str, Any]) -> bool:
+    """Copy the final norm always, and the classifier only if the label space is the ancestry's."""
+    if "norm.weight" in head and "norm.weight" in stack.head:
+        stack.head["norm.weight"], stack.head["norm.bias"] = head["norm.weight"], head["norm.bias"]
+    same_labels = int(stack.arch["num_classes"]) == int(ancestry_arch["num_classes"]) and "head.weight" in head
+    if same_labels and "head.weight" in stack.head:
+        stack.head["head.weight"], stack.head["head.bias"] = head["head.weight"], head["head.bias"]
+        return True
+    return False
+
+
+def require_same_width(method: str, arch: dict[str, Any], ancestry_arch: dict[str, Any]) -> None:
+    for key in ("embed_dim", "num_heads", "mlp_ratio"):
+        if float(arch.get(key, 0)) != float(ancestry_arch.get(key, 0)):
+            raise ConfigError(f"{method} inherits whole layers, so the descendant's {key} must be the ancestry's "
+                              f"({ancestry_arch.get(key)}), got {arch.get(key)}; for a narrower descendant use "
+                              "weight-selection")

@@ -1,0 +1,116 @@
+"""Heuristic learngene: a few whole layers of the ancestry, stacked among fresh layers.
+
+Extraction stores the chosen blocks (and, optionally, the stem and head) unchanged.
+Expansion to depth L places the inherited blocks, in their original order, at:
+  - rule "first":  positions 0 .. k-1
+  - rule "last":   positions L-k .. L-1
+  - "spread" or explicit layers: position round(i * (L-1) / (L_a-1)) for ancestry layer i
+    (made strictly increasing), so at L = L_a every layer keeps its own index.
+All other layers get timm's random initialisation. Width must be the ancestry's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...artifact import Learngene
+from ...errors import ConfigError
+from ...stack import from_stack, to_stack
+from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, require_same_width, unpack
+from .config import HeuristicConfig
+
+
+def select_layers(config: HeuristicConfig, ancestry_depth: int) -> list[int]:
+    """Ancestry layer indices the learngene keeps."""
+    if config.layers is not None:
+        bad = [i for i in config.layers if i >= ancestry_depth]
+        if bad:
+            raise ConfigError(f"layers {bad} do not exist: the ancestry has {ancestry_depth} layers (0..{ancestry_depth - 1})")
+        return list(config.layers)
+    k = config.k
+    if k > ancestry_depth:
+        raise ConfigError(f"k={k} but the ancestry has only {ancestry_depth} layers")
+    if config.rule == "first":
+        return list(range(k))
+    if config.rule == "last":
+        return list(range(ancestry_depth - k, ancestry_depth))
+    # spread: k indices evenly spaced over the depth, ends included
+    if k == 1:
+        return [ancestry_depth // 2]
+    return sorted({round(j * (ancestry_depth - 1) / (k - 1)) for j in range(k)})
+
+
+def place_layers(layers: list[int], placement: str, ancestry_depth: int, depth: int) -> list[int]:
+    """Descendant positions (one per inherited layer) for a descendant of ``depth`` layers."""
+    k = len(layers)
+    if depth < k:
+        raise ConfigError(f"this learngene holds {k} layers; the descendant needs depth >= {k}, got {depth}")
+    if placement == "first":
+        return list(range(k))
+    if placement == "last":
+        return list(range(depth - k, depth))
+    scale = (depth - 1) / (ancestry_depth - 1) if ancestry_depth > 1 else 0.0
+    positions = []
+    for j, layer in enumerate(layers):
+        p = round(layer * scale)
+        p = max(p, positions[-1] + 1 if positions else 0)  # strictly increasing
+        p = min(p, depth - (k - j))                        # leave room for the rest
+        positions.append(p)
+    return positions
+
+
+def _placement(config: dict[str, Any]) -> str:
+    return "spread" if config.get("layers") is not None else config["rule"]
+
+
+def extract(ancestry, config: HeuristicConfig, data=None) -> Learngene:
+    stack = to_stack(ancestry)
+    layers = select_layers(config, stack.depth)
+    tensors = {}
+    for i in layers:
+        tensors.update(pack(f"blocks.{i}", stack.blocks[i]))
+    if config.keep_stem:
+        tensors.update(pack("stem", stack.stem))
+    if config.keep_head:
+        tensors.update(pack("head", stack.head))
+    method_config = {**vars(config), "layers": layers}
+    method_config["rule"] = config.rule
+    return Learngene(method="heuristic", config=method_config, tensors=tensors)
+
+
+def inherited_layers(gene: Learngene) -> list[int]:
+    return sorted(int(i) for i in gene.config["layers"])
+
+
+def validate(gene: Learngene) -> None:
+    for i in inherited_layers(gene):
+        if f"blocks.{i}.q.weight" not in gene.tensors:
+            raise ConfigError(f"config lists layer {i} but its tensors are missing")
+    stored = {int(k.split(".")[1]) for k in gene.tensors if k.startswith("blocks.")}
+    if stored - set(inherited_layers(gene)):
+        raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {inherited_layers(gene)}")
+
+
+def describe_shapes(gene: Learngene) -> str:
+    a = gene.ancestry_arch
+    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a['embed_dim']} and {a['num_heads']} heads "
+            f"(inherits layers {inherited_layers(gene)})")
+
+
+def expand(gene: Learngene, arch: dict[str, Any]):
+    ancestry = gene.ancestry_arch
+    require_same_width("heuristic", arch, ancestry)
+    layers = inherited_layers(gene)
+    positions = place_layers(layers, _placement(gene.config), int(ancestry["depth"]), int(arch["depth"]))
+    stack = fresh_stack(arch)
+    for layer, position in zip(layers, positions):
+        inherited = unpack(f"blocks.{layer}", gene.tensors)
+        if set(inherited) != set(stack.blocks[position]):
+            raise ConfigError(f"layer {layer} has tensors {sorted(inherited)} but the descendant block expects "
+                              f"{sorted(stack.blocks[position])}: keep the ancestry's qkv_bias and layer-scale settings")
+        stack.blocks[position] = inherited
+    stem = unpack("stem", gene.tensors)
+    if stem:
+        stack.stem.update(fit_stem(stem, ancestry, arch))
+    copy_head_if_same_labels(stack, unpack("head", gene.tensors), ancestry)
+    return from_stack(stack)

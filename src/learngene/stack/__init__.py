@@ -1,0 +1,11 @@
+"""The canonical stack-of-blocks view of a ViT.
+
+Methods read and write plain tensors under canonical names (``q.weight [H, hd, D]``...)
+and never see a model family's key names; adapters (here: timm ViT) convert both ways,
+bit-exactly.
+"""
+
+from .canonical import BLOCK_KEYS, HEAD_KEYS, STEM_KEYS, VitStack
+from .timm_vit import from_stack, to_stack, vit_arch
+
+__all__ = ["VitStack", "to_stack", "from_stack", "vit_arch", "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]
