@@ -63,7 +63,7 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
     if "patch.weight" in stem:
         weight = stem["patch.weight"]  # [D, C, p, p]
         if weight.shape[1] != int(target_arch["in_chans"]):
-            weight = adapt_input_conv(int(target_arch["in_chans"]), weight.clone())
+            weight = adapt_input_conv(int(target_arch["in_chans"]), weight.clone(), base_chans=weight.shape[1])
         out["patch.weight"] = weight
     if "patch.bias" in stem:
         out["patch.bias"] = stem["patch.bias"]

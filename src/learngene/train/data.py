@@ -1,0 +1,149 @@
+"""Batches for the training loop: data order, rank sharding, tensor fast path, DataLoader fallback.
+
+Data order is a pure function of (seed, epoch): every epoch draws
+``torch.randperm(n, generator=Generator().manual_seed(seed * 1000003 + epoch))``, keeps
+the first ``steps * B`` indices (B = global batch; the last incomplete global batch is
+dropped) and cuts them into ``steps`` global batches of B. Rank r of N takes the r-th
+contiguous chunk of B/N from each global batch, so one process with batch B and N
+processes with B/N each see exactly the same samples at every step.
+
+"Tensor datasets" -- anything with ``.images`` float [N,C,H,W] and ``.labels`` int64 [N]
+tensors (the learngene.data registry's pre-tensorized datasets), or a 2-tensor
+``TensorDataset`` -- are indexed directly: no DataLoader, no workers, no collation.
+Any other map-style Dataset of (image, label) goes through a DataLoader driven by the
+same index lists.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from learngene.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images [b,C,H,W] float, labels [b] int64
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the epoch's data permutation."""
+    return seed * 1000003 + epoch
+
+
+def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """Seed of another per-epoch random stream of one rank.
+
+    Streams: 1 augmentation generator, 2 global torch RNG (dropout / drop-path),
+    3 numpy, 4 python ``random``, 5 DataLoader worker seeds.
+    """
+    return ((order_seed(seed, epoch) * 31 + stream) * 65537 + rank) % (2**63)
+
+
+def epoch_batches(n: int, *, global_batch: int, seed: int, epoch: int, rank: int, world_size: int) -> list[torch.Tensor]:
+    """This rank's index tensors ([B // world_size] int64 each) for every step of ``epoch``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(seed, epoch)))
+    steps = n // global_batch
+    local = global_batch // world_size
+    grid = perm[: steps * global_batch].view(steps, global_batch)  # [steps, B]
+    return list(grid[:, rank * local : (rank + 1) * local].unbind(0))
+
+
+class TensorSource:
+    """Direct indexing of in-memory tensors (the fast path)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Callable | None):
+        if images.dim() != 4:
+            raise ConfigError(f"dataset images must be [N,C,H,W], got shape {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ConfigError(
+                f"dataset labels must be [N] matching {images.shape[0]} images, got shape {tuple(labels.shape)}"
+            )
+        self.images = images if images.is_floating_point() else images.float()
+        self.labels = labels.long()
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def sample(self) -> torch.Tensor:
+        return self.images[:1]
+
+    def max_label(self) -> int | None:
+        return int(self.labels.max()) if len(self) else None
+
+    def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
+                worker_seed: int = 0) -> Iterator[Batch]:
+        for idx in index_lists:
+            x = self.images[idx]  # [b,C,H,W], a gathered copy
+            if self.augment is not None and aug_gen is not None:
+                x = self.augment(x, aug_gen)
+            yield x, self.labels[idx]
+
+
+class LoaderSource:
+    """Any map-style Dataset of (image, label): a DataLoader fed our own index lists."""
+
+    def __init__(self, dataset: Dataset, *, num_workers: int, pin_memory: bool, augment: Callable | None):
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.augment = augment
+        try:
+            self.n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigError(
+                f"{type(dataset).__name__} has no len(); fit needs a map-style Dataset of (image, label)"
+            ) from None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def sample(self) -> torch.Tensor:
+        x = self.dataset[0][0]
+        return torch.as_tensor(x).unsqueeze(0)
+
+    def max_label(self) -> int | None:
+        return None  # unknown without a full pass; cross_entropy will complain if out of range
+
+    def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
+                worker_seed: int = 0) -> Iterator[Batch]:
+        # Its own generator: the DataLoader draws its workers' base seed from it instead of
+        # from the global torch RNG, which must stay reserved for dropout / drop-path.
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[idx.tolist() for idx in index_lists],
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(worker_seed),
+        )
+        for x, y in loader:
+            x = torch.as_tensor(x).float()
+            if self.augment is not None and aug_gen is not None:
+                x = self.augment(x, aug_gen)
+            yield x, torch.as_tensor(y).long()
+
+
+def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False) -> TensorSource | LoaderSource:
+    # Batch augmentation hook of learngene.data datasets: augment_batch(images [b,C,H,W],
+    # generator) -> images. Skipped when the dataset says augment=False.
+    augment = getattr(data, "augment_batch", None)
+    augment = augment if callable(augment) and getattr(data, "augment", None) is not False else None
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        return TensorSource(images, labels, augment)
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return TensorSource(data.tensors[0], data.tensors[1], augment)
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return LoaderSource(data, num_workers=num_workers, pin_memory=pin_memory, augment=augment)  # type: ignore[arg-type]
+    raise ConfigError(
+        f"cannot train on a {type(data).__name__}: pass a Dataset of (image, label), a TensorDataset(images, "
+        "labels), or an object with .images [N,C,H,W] and .labels [N] tensors"
+    )
+
+
+def eval_batches(source: TensorSource | LoaderSource, *, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
+    """Every sample exactly once, split into contiguous per-rank chunks (none dropped)."""
+    mine = torch.arange(len(source)).tensor_split(world_size)[rank]
+    return source.batches(list(mine.split(batch_size)), None)

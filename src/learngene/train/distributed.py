@@ -1,0 +1,104 @@
+"""Data-parallel plumbing: one code path for 1 process or N processes under torchrun.
+
+Launch ``torchrun --nproc_per_node=N your_script.py`` where the script calls ``fit``; fit
+sees WORLD_SIZE > 1 in the environment, joins the process group (gloo on CPU, nccl on
+CUDA), wraps the model in DistributedDataParallel, and gives each rank its slice of every
+global batch. Rank 0 alone writes files and draws progress bars.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from learngene.errors import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    created_group: bool  # True if fit() initialised the process group (and so tears it down)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"TrainConfig.device {name!r} is not a torch device ({e}); use 'auto', 'cpu' or 'cuda:0'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"TrainConfig.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def setup(device: str) -> DistInfo:
+    """Join the process group if launched by torchrun with WORLD_SIZE > 1; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        created = False
+    elif world > 1:
+        if not dist.is_available():
+            raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = resolve_device(device, local_rank)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        # env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (torchrun sets them all).
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+        rank = dist.get_rank()
+        created = True
+    else:
+        return DistInfo(0, 1, 0, resolve_device(device, 0), False)
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return DistInfo(rank, world, local_rank, dev, created)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.created_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a (float64 counters) tensor over ranks, in place; a no-op on one process."""
+    if info.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DistributedDataParallel around ``model``: broadcasts rank 0's weights, averages grads.
+
+    Every trainable parameter must take part in each forward (find_unused_parameters is
+    off for speed); freeze parameters a model does not use.
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)

@@ -1,0 +1,359 @@
+"""The one training loop: classification, distillation, feature losses, checkpoints, DDP.
+
+Read ``_fit`` top to bottom: setup, resume, then ``for epoch: for step:`` and end-of-epoch
+bookkeeping. Everything the loop needs is in this file or a small helper module; there
+are no callbacks and no trainer class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from learngene._io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from learngene.errors import ArtifactError, ConfigError
+from learngene.train import distributed as D
+from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from learngene.train.config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
+from learngene.train.data import as_source, epoch_batches, eval_batches, stream_seed
+from learngene.train.distill import train_loss
+from learngene.train.flops import forward_flops_per_sample
+from learngene.train.optim import build_optimizer, lr_at
+
+log = logging.getLogger("learngene.train")
+
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+FINAL_MODEL = "model.safetensors"
+SUMMARY = "train_summary.json"
+_POSTFIX_EVERY_S = 2.0  # progress-bar numbers need a device sync; refresh them this rarely
+
+
+def _autocast(amp: str, device: torch.device):
+    """bf16 autocast for amp="bf16", or "auto" on CUDA; otherwise a no-op context."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_logits(out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        what = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else f"shape {tuple(out.shape)}"
+        raise ConfigError(
+            f"the model must return logits [batch, classes] as one tensor, but it returned {what}; "
+            "wrap it so forward() returns the classification logits"
+        )
+    return out
+
+
+@torch.no_grad()
+def _evaluate_source(model, source, *, batch_size: int, device, amp: str, info: D.DistInfo) -> dict[str, float]:
+    """Top-1 accuracy and mean plain cross-entropy (no label smoothing) over every sample."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, count]
+    with torch.inference_mode(), _autocast(amp, device):
+        for x, y in eval_batches(source, batch_size=batch_size, rank=info.rank, world_size=info.world_size):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = _check_logits(model(x)).float()  # [b, K]
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += y.numel()
+    model.train(was_training)
+    loss_sum, correct, n = D.all_reduce_sum(sums, info).tolist()
+    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = 256,
+    amp: str = "auto",
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data`` -> {"loss", "acc", "n"}.
+
+    ``data`` is anything ``fit`` accepts. Runs on the model's device unless ``device`` is
+    given. Inside an initialised process group each rank evaluates its shard and the
+    totals are all-reduced, so every rank gets the same numbers.
+    """
+    if amp not in ("auto", "off", "bf16"):
+        raise ConfigError(f"amp must be 'auto', 'off' or 'bf16', got {amp!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if device is None:
+        dev = next(model.parameters()).device
+    else:
+        dev = D.resolve_device(str(device))
+        model.to(dev)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        info = D.DistInfo(r, w, r, dev, False)
+    else:
+        info = D.DistInfo(0, 1, 0, dev, False)
+    source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda")
+    return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=amp, info=info)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Any,
+    eval_data: Any = None,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    teacher: nn.Module | None = None,
+    extra_loss: ExtraLoss | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (in place) on ``train_data``; return metrics, history and cost.
+
+    model       any nn.Module mapping images [B,C,H,W] to logits [B,K].
+    train_data  a tensor dataset (``.images``/``.labels`` tensors, or TensorDataset) --
+                indexed directly -- or any map-style Dataset of (image, label).
+    eval_data   same kinds; evaluated every ``config.eval_every`` epochs and at the end.
+    teacher     for config.distill "soft"/"hard": run in eval mode without autograd.
+    extra_loss  ``extra_loss(model, images, labels, logits) -> scalar tensor``, added to the
+                loss each step (feature-level losses). ``model`` is the unwrapped module;
+                make the term a mean over the local batch so DDP stays exact.
+    out_dir     if given (rank 0 writes): checkpoint.pt (each epoch), metrics.jsonl,
+                model.safetensors and train_summary.json. A fresh run overwrites them.
+    resume      continue from out_dir/checkpoint.pt (bitwise-exact at the epoch
+                boundary); with no checkpoint there yet, start fresh.
+    progress    a tqdm bar per epoch on rank 0 (hidden when stderr is not a terminal).
+
+    Under ``torchrun --nproc_per_node=N`` the same call trains data-parallel.
+    """
+    cfg = TrainConfig() if config is None else config
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    if cfg.distill != "none" and teacher is None:
+        raise ConfigError(f"config.distill is {cfg.distill!r} but no teacher was given; pass teacher=<model>")
+    if cfg.distill == "none" and teacher is not None:
+        raise ConfigError("a teacher was given but config.distill is 'none'; set distill='soft' or 'hard'")
+    if resume and out_dir is None:
+        raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)")
+    info = D.setup(cfg.device)
+    teacher_was_training = teacher.training if teacher is not None else False
+    model_was_training = model.training
+    try:
+        return _fit(model, train_data, eval_data, cfg, info=info, out_dir=None if out_dir is None else Path(out_dir),
+                    teacher=teacher, extra_loss=extra_loss, resume=resume, progress=progress)
+    finally:
+        model.train(model_was_training)
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+        D.teardown(info)
+
+
+def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, out_dir: Path | None,
+         teacher, extra_loss, resume: bool, progress: bool) -> TrainResult:
+    device, world = info.device, info.world_size
+    write = info.is_main and out_dir is not None  # only rank 0 touches files
+
+    # ---- data ------------------------------------------------------------------------
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the {world} processes")
+    local_bs = cfg.batch_size // world
+    pin = device.type == "cuda"
+    train_src = as_source(train_data, num_workers=cfg.num_workers, pin_memory=pin)
+    eval_src = None if eval_data is None else as_source(eval_data, num_workers=cfg.num_workers, pin_memory=pin)
+    steps_per_epoch = len(train_src) // cfg.batch_size  # the last incomplete global batch is dropped
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"train_data has {len(train_src)} samples, fewer than one batch of {cfg.batch_size}; lower batch_size"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    # ---- model, teacher, costs ---------------------------------------------------------
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+    sample = train_src.sample()  # [1,C,H,W]
+    with torch.no_grad():  # one forward in eval mode: output kind and class count
+        was = model.training
+        model.eval()
+        num_classes = _check_logits(model(sample.to(device))).shape[1]
+        model.train(was)
+    max_label = train_src.max_label()
+    if max_label is not None and max_label >= num_classes:
+        raise ConfigError(f"train_data has label {max_label} but the model outputs {num_classes} classes")
+    fwd_flops = forward_flops_per_sample(model, sample)
+    teacher_flops = forward_flops_per_sample(teacher, sample) if teacher is not None else 0
+    flops_per_train_sample = 3 * fwd_flops + teacher_flops  # forward + backward (~2x forward) + teacher forward
+
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    # ---- resume ------------------------------------------------------------------------
+    start_epoch, step, samples_seen, wall_before, history = 0, 0, 0, 0.0, []
+    ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        saved = ckpt["config"]
+        changed = [k for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed)
+            raise ConfigError(
+                f"cannot resume {ckpt_path}: the config changed ({diff}); resume with the same config "
+                "or start over in a fresh out_dir"
+            )
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise ArtifactError(
+                f"checkpoint {ckpt_path} does not fit this model/optimizer ({first}); "
+                "resume with the same model architecture, or delete the checkpoint"
+            ) from None
+        restore_rng(ckpt["rng"])
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        samples_seen, wall_before = int(ckpt["samples_seen"]), float(ckpt["wall_time_s"])
+        history = list(ckpt["history"])
+        log.info("resumed from %s at epoch %d (step %d)", ckpt_path, start_epoch, step)
+    elif resume:
+        log.info("resume=True but %s does not exist yet; starting fresh", ckpt_path)
+    elif write and ckpt_path.exists():
+        ckpt_path.unlink()  # a fresh run: a stale checkpoint must not be resumed later
+    if write:  # metrics.jsonl always mirrors the history we continue from (empty when fresh)
+        atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+    ddp = D.wrap_ddp(model, info) if info.distributed else model  # DDP averages grads over ranks
+
+    # ---- the loop ----------------------------------------------------------------------
+    seg_start = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        # Every random stream of the epoch is a function of (seed, epoch[, rank]) alone, so a
+        # run resumed at this boundary replays exactly what an uninterrupted run would do.
+        torch.manual_seed(stream_seed(cfg.seed, epoch, 2, info.rank))  # dropout / drop-path (CPU + CUDA)
+        np.random.seed(stream_seed(cfg.seed, epoch, 3, info.rank) % 2**32)
+        random.seed(stream_seed(cfg.seed, epoch, 4, info.rank))
+        aug_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, epoch, 1, info.rank))
+        batches = epoch_batches(len(train_src), global_batch=cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                rank=info.rank, world_size=world)  # steps_per_epoch x [local_bs]
+
+        model.train()
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss * b, correct, count], no syncs
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=None if (progress and info.is_main) else True, mininterval=1.0, leave=True,
+                   dynamic_ncols=True)
+        t0 = last_postfix = time.perf_counter()
+        lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+        for images, labels in train_src.batches(batches, aug_gen, stream_seed(cfg.seed, epoch, 5, info.rank)):
+            images = images.to(device, non_blocking=True)  # [b,C,H,W]
+            labels = labels.to(device, non_blocking=True)  # [b]
+            lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            with _autocast(cfg.amp, device):
+                logits = _check_logits(ddp(images))  # [b, K]
+                teacher_logits = None
+                if teacher is not None:
+                    with torch.inference_mode():
+                        t = teacher(images)
+                    # clone outside inference mode: inference tensors cannot be saved for backward
+                    teacher_logits = _check_logits(t).clone()
+                loss = train_loss(logits, labels, label_smoothing=cfg.label_smoothing, distill=cfg.distill,
+                                  teacher_logits=teacher_logits, alpha=cfg.distill_alpha, tau=cfg.distill_tau)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, images, labels, logits)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # under DDP: gradients all-reduced (averaged) here
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+            optimizer.step()
+            step += 1
+
+            with torch.no_grad():  # running sums stay on the device: no host sync per step
+                sums[0] += loss.detach() * labels.numel()
+                sums[1] += (logits.detach().argmax(1) == labels).sum()
+                sums[2] += labels.numel()
+            bar.update(1)
+            if not bar.disable and time.perf_counter() - last_postfix >= _POSTFIX_EVERY_S:
+                last_postfix = time.perf_counter()
+                s = sums.tolist()  # local-rank numbers; a sync every couple of seconds only
+                bar.set_postfix(loss=f"{s[0] / s[2]:.4f}", acc=f"{s[1] / s[2]:.3f}",
+                                img_s=f"{s[2] * world / (last_postfix - t0):.0f}", refresh=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        bar.close()
+
+        loss_sum, correct, count = D.all_reduce_sum(sums, info).tolist()
+        samples_seen += steps_per_epoch * cfg.batch_size
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / count,
+            "train_acc": correct / count,
+            "eval_loss": None,
+            "eval_acc": None,
+            "lr": lr,  # of the epoch's last step
+            "images_per_s": count / train_time,  # training only, all ranks together
+            "samples_seen": samples_seen,
+            "flops_so_far": flops_per_train_sample * samples_seen,
+            "wall_time": None,
+        }
+        if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=cfg.amp, info=info)
+            record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
+        record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
+        history.append(record)
+        if not math.isfinite(record["train_loss"]):
+            log.warning("epoch %d: train loss is %s; lower lr or enable clip_grad", epoch + 1, record["train_loss"])
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+
+        if write:
+            if cfg.checkpoint:  # checkpoint first: metrics.jsonl never runs ahead of it for long
+                save_checkpoint(ckpt_path, {
+                    "epoch": epoch + 1, "step": step, "samples_seen": samples_seen,
+                    "wall_time_s": record["wall_time"], "world_size": world,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "config": cfg.to_dict(), "history": history, "rng": capture_rng(aug_gen),
+                })
+            atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+    # ---- result ------------------------------------------------------------------------
+    last = history[-1] if history else {}
+    result = TrainResult(
+        train_loss=last.get("train_loss", float("nan")),
+        train_acc=last.get("train_acc", float("nan")),
+        eval_loss=next((r["eval_loss"] for r in reversed(history) if r.get("eval_loss") is not None), None),
+        eval_acc=next((r["eval_acc"] for r in reversed(history) if r.get("eval_acc") is not None), None),
+        history=history,
+        steps=step,
+        samples_seen=samples_seen,
+        wall_time_s=last.get("wall_time", wall_before),
+        forward_flops_per_sample=fwd_flops,
+        teacher_flops_per_sample=teacher_flops,
+        train_flops=flops_per_train_sample * samples_seen,
+        out_dir=None if out_dir is None else str(out_dir),
+    )
+    if write:
+        atomic_save_safetensors(out_dir / FINAL_MODEL, model.state_dict(),
+                                metadata={"producer": "learngene.train", "epochs": str(len(history))})
+        summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+        summary.update(config=cfg.to_dict(), world_size=world, device=str(device), torch=torch.__version__)
+        atomic_write_json(out_dir / SUMMARY, summary)
+    return result

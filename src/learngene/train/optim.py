@@ -1,0 +1,76 @@
+"""AdamW with weight decay by rule, and the per-step warmup + cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Parameter names (last dotted component) that never get weight decay, even if a model
+# does not declare them in no_weight_decay(): learned tokens and position embeddings.
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "mask_token")
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Full parameter names that must not be decayed.
+
+    Rule: every parameter with ndim <= 1 (norm scales, biases, layer-scale gammas), every
+    name a (sub)module lists in its ``no_weight_decay()`` (timm convention, names relative
+    to that submodule, so a wrapped timm model works too), and tokens / pos embeddings.
+    """
+    skip: set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            try:
+                names = fn()
+            except Exception:  # a user module with an unrelated method of that name
+                names = ()
+            skip.update(f"{prefix}.{n}" if prefix else n for n in names)
+    out = set()
+    for name, p in model.named_parameters():
+        if p.ndim <= 1 or name in skip or name.rsplit(".", 1)[-1] in _NO_DECAY_NAMES:
+            out.add(name)
+    return out
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the *trainable* parameters: [decay, no-decay].
+
+    Frozen parameters (requires_grad=False, e.g. inherited learngene layers kept fixed)
+    are left out of the optimizer entirely.
+    """
+    skip = no_decay_names(model)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name in skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    groups = [g for g in param_groups(model, weight_decay) if g["params"]]
+    if not groups:
+        from learngene.errors import ConfigError
+
+        raise ConfigError("the model has no trainable parameters (all requires_grad=False); nothing to train")
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based); a pure function, so resume is exact.
+
+    Linear warmup over steps 0..warmup_steps-1 reaching ``lr`` at step warmup_steps-1
+    (step 0 already gets lr/warmup_steps, never 0), then a half cosine from ``lr`` at step
+    warmup_steps down to exactly ``min_lr`` at the final step total_steps-1.
+    """
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - 1 - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
