@@ -339,3 +339,8 @@ def test_config_dict_roundtrip_and_fit_errors(tmp_path):
     bad = TensorDataset(torch.randn(32, 1, 8, 8), torch.full((32,), 5))
     with pytest.raises(ConfigError, match="label 5"):
         fit(make_model(), bad, None, cfg(), progress=False)
+
+
+def test_bf16_autocast_on_cpu():
+    r = fit(make_model(), make_data(32), make_data(16, seed=1), cfg(epochs=1, amp="bf16"), progress=False)
+    assert math.isfinite(r.train_loss) and math.isfinite(r.eval_loss)

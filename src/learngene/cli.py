@@ -124,7 +124,8 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
 
 def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "genes/learngene",
                 data: str | None = None, overrides: dict[str, Any] | None = None) -> None:
-    """Condense an ancestry into a learngene with METHOD (options as key=value, e.g. k=3).
+    """Condense an ancestry into a learngene with METHOD (options as key=value, e.g. k=3,
+    or under `options:` in a --config YAML file).
 
     Args:
         method: method name (see `learngene list`).
@@ -136,6 +137,8 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
     from .registry import get_method
 
     options = dict(overrides or {})
+    nested = options.pop("options", {})  # YAML presets put method options under `options:`
+    options = {**nested, **options}
     get_method(method)
     gene = extract(method, ancestry, data=data, **options)
     path = gene.save(out)
@@ -210,7 +213,7 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         net = load_ancestry(source)
         if net.num_classes != info.num_classes:
             net.reset_classifier(info.num_classes)
-        origin = {"model": str(source)}
+        origin = {"parent_model": str(source)}
     train_ds, test_ds = _load_pair(data, arch_of(net), augment=augment)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +282,32 @@ def cmd_info(gene: str, *, json_output: bool = False) -> None:
     print(f"created:           {prov.get('created')} by {prov.get('library')}")
 
 
+def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_epochs: int = 2,
+             depths: list[int] | None = None, downstream: str = "mnist-5k", epochs: int = 6, seed: int = 0,
+             overrides: dict[str, Any] | None = None) -> None:
+    """The end-to-end demo: ancestry -> learngene -> descendants of 3 depths vs scratch, table + plot.
+
+    Args:
+        out: output folder (the ancestry is cached here, keyed by its config).
+        ancestry: use this ancestry folder instead of training one.
+        ancestry_epochs: epochs of ancestry training on Fashion-MNIST.
+        depths: descendant depths (default: 3 6 9).
+        downstream: dataset the descendants are fine-tuned on.
+        epochs: fine-tuning epochs of every descendant.
+        seed: seed of everything.
+    """
+    from .demo import DemoConfig, run_demo
+
+    options = dict(overrides or {})
+    method_options = options.pop("method_options", None)
+    cfg = DemoConfig(out=out, ancestry=ancestry, ancestry_epochs=ancestry_epochs, downstream=downstream,
+                     epochs=epochs, seed=seed, **({"depths": depths} if depths else {}), **options,
+                     **({"method_options": method_options} if method_options else {}))
+    run_demo(cfg)
+
+
 COMMANDS = {
+    "demo": cmd_demo,
     "list": cmd_list,
     "ancestry": cmd_ancestry,
     "extract": cmd_extract,

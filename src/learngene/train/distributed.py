@@ -74,9 +74,12 @@ def setup(device: str) -> DistInfo:
     return DistInfo(rank, world, local_rank, dev, created)
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, *, ok: bool = True) -> None:
+    """Leave the process group fit() created. After an error, skip the barrier: the other
+    ranks may never reach it (torchrun then tears the whole job down)."""
     if info.created_group and dist.is_initialized():
-        dist.barrier()
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -153,14 +153,17 @@ def fit(
     info = D.setup(cfg.device)
     teacher_was_training = teacher.training if teacher is not None else False
     model_was_training = model.training
+    ok = False
     try:
-        return _fit(model, train_data, eval_data, cfg, info=info, out_dir=None if out_dir is None else Path(out_dir),
-                    teacher=teacher, extra_loss=extra_loss, resume=resume, progress=progress)
+        result = _fit(model, train_data, eval_data, cfg, info=info, out_dir=None if out_dir is None else Path(out_dir),
+                      teacher=teacher, extra_loss=extra_loss, resume=resume, progress=progress)
+        ok = True
+        return result
     finally:
         model.train(model_was_training)
         if teacher is not None:
             teacher.train(teacher_was_training)
-        D.teardown(info)
+        D.teardown(info, ok=ok)
 
 
 def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, out_dir: Path | None,
