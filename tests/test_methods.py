@@ -19,6 +19,7 @@ METHODS = [
     ("heuristic", dict(rule="last", k=2), dict(depth=3)),
     ("heuristic", dict(rule="first", k=1), dict(depth=5)),
     ("heuristic", dict(layers=[0, 3]), dict(depth=6)),
+    ("auto-learngene", dict(criterion="first-half"), dict(depth=3)),
 ]
 
 

@@ -50,9 +50,12 @@ def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = No
     method_config = make_config(spec, config)
     model = load_ancestry(ancestry)
     arch = vit_arch(model)
-    if spec.needs_data and data is None:
-        raise ConfigError(f"method {method!r} needs data: pass data='fashion-mnist' (or --data on the CLI)")
-    dataset, data_info = resolve_data(data, arch) if spec.needs_data else (None, {"name": str(data)} if data else {})
+    # A config may decide per option whether data is read (auto-learngene's first-half does not).
+    needs_data = bool(getattr(method_config, "needs_data", spec.needs_data))
+    if needs_data and data is None:
+        raise ConfigError(f"method {method!r} with these options needs data: pass data='fashion-mnist' "
+                          "(or --data on the CLI)")
+    dataset, data_info = resolve_data(data, arch) if needs_data else (None, {"name": str(data)} if data else {})
     was_training = model.training
     gene = spec.extract(model, method_config, data=dataset)
     model.train(was_training)

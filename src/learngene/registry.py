@@ -4,7 +4,7 @@ Each method folder registers one ``MethodSpec`` in its ``__init__``: a name, a c
 dataclass, and two functions:
 
     extract(ancestry: VisionTransformer, config, data) -> Learngene
-    expand(gene: Learngene, arch: dict, generator_seed: int | None) -> VisionTransformer
+    expand(gene: Learngene, arch: dict) -> VisionTransformer   (Learngene.expand seeds the RNG)
 
 ``arch`` is the descendant's full timm VisionTransformer kwargs, already validated.
 """

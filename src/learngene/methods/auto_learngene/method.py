@@ -1,0 +1,190 @@
+"""Auto-learngene: whole ancestry layers chosen by a criterion, stacked among fresh layers.
+
+Extraction stores the chosen blocks unchanged (canonical tensors) plus the stem:
+  - "first-half": blocks 0 .. L_a // 2 - 1 (no data);
+  - "similarity": the k blocks with the highest linear CKA against the label kernel on a
+    probe batch of the target data (``scores.layer_scores``);
+  - "gradient": the k blocks whose gradients change least over a short fine-tuning
+    stream of tasks drawn from the data (``scores.gradient_scores``).
+Ties go to the lower layer index; the kept layers are stored in ascending order. The
+config records the chosen ``layers`` and every layer's ``scores``; the provenance records
+the extraction cost (samples seen, FLOPs: forward only for similarity, 3 x forward for
+the gradient stream).
+
+Expansion is heuristic's: "first-half" puts the blocks at positions 0 .. k-1, the other
+criteria spread them by relative depth (``heuristic.method.place_layers``); every other
+layer gets timm's random initialisation, and the descendant is a plain timm ViT.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ...artifact import Learngene
+from ...errors import ConfigError
+from ...stack import from_stack, to_stack, vit_arch
+from ...train.flops import forward_flops_per_sample
+from .._common import fit_stem, fresh_stack, pack, require_same_width, unpack
+from ..heuristic.method import place_layers
+from .config import AutoLearngeneConfig
+from .scores import gradient_scores, layer_scores
+
+MAX_LOADED_SAMPLES = 4096  # a Dataset without .images/.labels tensors: read at most this many samples
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"auto-learngene device {name!r} is not a torch device ({e}); use 'auto' or 'cpu'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"auto-learngene device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
+    return device
+
+
+def data_tensors(data: Any, limit: int | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images float [n,C,H,W], labels int64 [n]) from ``data``: ``limit`` random samples (all if None or fewer).
+
+    Tensor datasets (``.images`` / ``.labels``, or a 2-tensor ``TensorDataset``) are indexed
+    directly; any other map-style Dataset of (image, label) is read item by item (at most
+    ``MAX_LOADED_SAMPLES``).
+    """
+    if isinstance(getattr(data, "images", None), torch.Tensor) and isinstance(getattr(data, "labels", None), torch.Tensor):
+        images, labels = data.images, data.labels
+    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+        images, labels = data.tensors
+    else:
+        try:
+            n = len(data)
+        except TypeError:
+            raise ConfigError(f"auto-learngene needs a map-style dataset of (image, label), got {type(data).__name__}") from None
+        take = min(n, limit or MAX_LOADED_SAMPLES, MAX_LOADED_SAMPLES)
+        idx = torch.randperm(n, generator=generator)[:take].tolist()
+        items = [data[i] for i in idx]
+        images = torch.stack([torch.as_tensor(x) for x, _ in items])
+        labels = torch.as_tensor([int(y) for _, y in items])
+        limit = None
+    if images.dim() != 4 or labels.shape != (images.shape[0],):
+        raise ConfigError(f"data must hold images [N,C,H,W] and labels [N], got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if limit is not None and limit < images.shape[0]:
+        idx = torch.randperm(images.shape[0], generator=generator)[:limit]
+        images, labels = images[idx], labels[idx]
+    return images.float(), labels.long()
+
+
+def _check_input(images: torch.Tensor, arch: dict[str, Any]) -> None:
+    side = arch["img_size"] if isinstance(arch["img_size"], (tuple, list)) else (arch["img_size"],) * 2
+    expected = (int(arch["in_chans"]), int(side[0]), int(side[1]))
+    if tuple(images.shape[1:]) != expected:
+        raise ConfigError(f"data images are {tuple(images.shape[1:])} but the ancestry takes {expected}; pass a "
+                          "registered dataset name (data='fashion-mnist' is resized for you) or resize your dataset")
+
+
+def top_k(scores: torch.Tensor, k: int, *, largest: bool) -> list[int]:
+    """Indices of the k best scores (ties: lower index first), returned in ascending order."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]) if largest else float(scores[i]), i))
+    return sorted(order[:k])
+
+
+def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Learngene:
+    if config.layers is not None or config.scores is not None:
+        raise ConfigError("auto-learngene fills in `layers` and `scores` itself; to inherit chosen layers use "
+                          "method 'heuristic' with layers=[...]")
+    if config.needs_data and data is None:
+        raise ConfigError(f"auto-learngene criterion {config.criterion!r} scores layers on the target data: "
+                          "pass data=... (a registered dataset name such as 'fashion-mnist', or a torch Dataset)")
+    stack = to_stack(ancestry)
+    depth = stack.depth
+    scores: torch.Tensor | None = None
+    cost = {"samples_seen": 0, "flops": 0.0}
+    extra: dict[str, Any] = {}
+    if config.criterion == "first-half":
+        layers = list(range(max(1, depth // 2)))
+    else:
+        if config.k > depth:
+            raise ConfigError(f"k={config.k} but the ancestry has only {depth} layers")
+        device = _resolve_device(config.device)
+        arch = vit_arch(ancestry)
+        gen = torch.Generator().manual_seed(config.seed)
+        limit = config.probe_size if config.criterion == "similarity" else None
+        images, labels = data_tensors(data, limit, gen)
+        _check_input(images, arch)
+        model_device = next(ancestry.parameters()).device
+        if config.criterion == "similarity":
+            model = ancestry if model_device == device else copy.deepcopy(ancestry).to(device)
+            scores = layer_scores(model, images, labels, pool=config.pool)
+            layers = top_k(scores, config.k, largest=True)
+            samples, passes = images.shape[0], 1
+        else:
+            scores, info = gradient_scores(ancestry, images, labels, num_tasks=config.num_tasks,
+                                           task_classes=config.task_classes, steps=config.grad_steps,
+                                           batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                                           device=device)
+            layers = top_k(scores, config.k, largest=False)
+            samples, passes = info["samples_seen"], 3
+            extra["tasks"] = info["tasks"]
+        if not torch.isfinite(scores).all():
+            raise ConfigError("a layer score is NaN/inf: the ancestry's activations overflow on this data")
+        cost = {"samples_seen": int(samples),
+                "flops": float(passes * forward_flops_per_sample(ancestry, images[:1]) * samples)}
+    tensors = {}
+    for i in layers:
+        tensors.update(pack(f"blocks.{i}", stack.blocks[i]))
+    tensors.update(pack("stem", stack.stem))
+    method_config = {**vars(config), "layers": layers,
+                     "scores": None if scores is None else [float(s) for s in scores]}
+    provenance = {"cost": cost, **({"selection": extra} if extra else {})}
+    return Learngene(method="auto-learngene", config=method_config, tensors=tensors, provenance=provenance)
+
+
+def inherited_layers(gene: Learngene) -> list[int]:
+    return sorted(int(i) for i in gene.config["layers"])
+
+
+def placement(gene: Learngene) -> str:
+    return "first" if gene.config.get("criterion") == "first-half" else "spread"
+
+
+def validate(gene: Learngene) -> None:
+    layers = gene.config.get("layers")
+    if not layers:
+        raise ConfigError("config lists no inherited layers")
+    for i in inherited_layers(gene):
+        if f"blocks.{i}.q.weight" not in gene.tensors:
+            raise ConfigError(f"config lists layer {i} but its tensors are missing")
+    stored = {int(k.split(".")[1]) for k in gene.tensors if k.startswith("blocks.")}
+    if stored - set(inherited_layers(gene)):
+        raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {inherited_layers(gene)}")
+    scores = gene.config.get("scores")
+    depth = int(gene.ancestry_arch["depth"])
+    if scores is not None and len(scores) != depth:
+        raise ConfigError(f"config holds {len(scores)} layer scores for an ancestry of {depth} layers")
+
+
+def describe_shapes(gene: Learngene) -> str:
+    a = gene.ancestry_arch
+    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a['embed_dim']} and {a['num_heads']} heads "
+            f"(inherits layers {inherited_layers(gene)}, chosen by {gene.config.get('criterion')})")
+
+
+def expand(gene: Learngene, arch: dict[str, Any]):
+    ancestry = gene.ancestry_arch
+    require_same_width("auto-learngene", arch, ancestry)
+    layers = inherited_layers(gene)
+    positions = place_layers(layers, placement(gene), int(ancestry["depth"]), int(arch["depth"]))
+    stack = fresh_stack(arch)
+    for layer, position in zip(layers, positions):
+        inherited = unpack(f"blocks.{layer}", gene.tensors)
+        if set(inherited) != set(stack.blocks[position]):
+            raise ConfigError(f"layer {layer} has tensors {sorted(inherited)} but the descendant block expects "
+                              f"{sorted(stack.blocks[position])}: keep the ancestry's qkv_bias and layer-scale settings")
+        stack.blocks[position] = inherited
+    stem = unpack("stem", gene.tensors)
+    if stem:
+        stack.stem.update(fit_stem(stem, ancestry, arch))
+    return from_stack(stack)

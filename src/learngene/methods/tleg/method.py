@@ -1,0 +1,304 @@
+"""TLEG: Transformer as Linear Expansion of learnGene (Xia et al., AAAI 2024; code AlphaXia/TLEG).
+
+Learngene. For every block tensor of a ViT (canonical names: ``norm1.*``, ``q/k/v.weight``
+and ``.bias``, ``proj.*``, ``norm2.*``, ``fc1.*``, ``fc2.*``, and ``ls1/ls2.gamma`` when the
+ancestry has layer-scale) a base ``theta_A`` and a slope ``theta_B``; block ``l`` of a
+depth-``L`` model is
+
+    theta_l = theta_A + (l / L) * theta_B,      l = 0 .. L-1
+
+(0-indexed: the first block is exactly theta_A; the reference's ``gene_tranfer`` uses
+``i / num_layers``, not (l-1)/(L-1)). Stored once, not expanded: the stem (patch
+embedding weight and bias, position embeddings for the patch tokens only: no class
+token), the final norm and the classifier head of the auxiliary model.
+
+Learning it. An auxiliary depth-``aux_depth`` (12) ViT whose every block is computed from
+the learngene, average pooling, no class token, a classifier for the ancestry's classes,
+trained by soft distillation from the ancestry (loss = (1 - alpha) CE + alpha KD, alpha 1
+and tau 1 as in the paper) with ``learngene.train.fit``. The auxiliary model is
+``TlegAuxiliary``: it holds theta_A/theta_B/stem/head as ordinary parameters (named
+exactly like the artifact's tensors) and runs a parameter-less timm VisionTransformer
+template through ``torch.func.functional_call`` on the state dict built from them each
+step, so the gradients reach theta_A and theta_B and the auxiliary model *is* the
+depth-``aux_depth`` descendant.
+
+Initialisation (as in the reference): Linear theta_A and theta_B ``trunc_normal(std=.02)``,
+their biases 0; LayerNorm theta_A weight 1 bias 0, theta_B 0. Stem and head as the
+reference builds them, which is timm's ViT init: position embeddings trunc_normal(.02),
+the patch convolution PyTorch's default, head trunc_normal(.02) with bias 0, final norm
+1/0. The stem is *not* copied from the ancestry (the reference trains it from scratch
+inside the auxiliary model); ``inherit_stem=True`` starts it from the ancestry's instead
+(our option).
+
+Descendants: a plain timm ``VisionTransformer(global_pool='avg', class_token=False,
+fc_norm=True)`` of any depth ``L >= 1``: block l from the formula, stem copied (adapted by
+``fit_stem`` to another image size or channel count), final norm into ``fc_norm``, the
+classifier copied only when ``num_classes`` is the ancestry's. ``expand`` *overrides*
+``global_pool``, ``class_token``, ``fc_norm`` and ``final_norm`` of the arch it is given
+(TLEG's descendants are avg-pooled without a class token, like the auxiliary model).
+
+Departures from the reference:
+  - The reference auxiliary model applies its final LayerNorm to every token *before*
+    average pooling (``x = self.norm(x)`` then ``avgpool``), while its descendants (timm,
+    ``global_pool='avg'``) pool first and then apply ``fc_norm``; its norms also use
+    eps 1e-5 where the timm descendants use 1e-6. Ours runs the timm descendant itself
+    (pool, then fc_norm, eps 1e-6), so the auxiliary model and the depth-12 descendant
+    compute the same function exactly.
+  - The teacher is the ancestry, not the paper's LeViT-384.
+  - Layer-scale gammas (absent from the reference's DeiT) are expanded too: theta_A starts
+    at the ancestry's ``init_values``, theta_B at 0.
+  - Width (ours): a descendant may be narrower than the ancestry (fewer heads, smaller
+    embed_dim or MLP) by head-aware evenly spaced selection of the expanded tensors
+    (``narrow.narrow_stack``, weight selection's head-aware rule: whole heads, then dims
+    within heads; descendant head h is a slice of one learngene head). TLEG itself only
+    varies depth.
+  - Weight decay: canonical q/k/v biases are 2-D ([H, hd]); ``TlegAuxiliary.no_weight_decay``
+    exempts them with every other non-matrix tensor, so the decay matches the reference's
+    (Linear/conv weights only; position embeddings exempt).
+  - The training recipe is learngene.train's (AdamW, warmup + cosine, grad clipping 1.0,
+    no DeiT augmentation/mixup); the paper uses DeiT's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.func import functional_call
+
+from ...artifact import Learngene
+from ...errors import ConfigError
+from ...registry import config_to_dict
+from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack.timm_vit import stack_to_state_dict
+from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from .config import TlegConfig
+from .narrow import narrow_stack
+
+Tensors = dict[str, torch.Tensor]
+
+# Block tensors by kind, for the reference's initialisation.
+LINEAR_WEIGHTS = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")
+NORM_WEIGHTS = ("norm1.weight", "norm2.weight")
+LAYER_SCALES = ("ls1.gamma", "ls2.gamma")
+# What TLEG forces on every model it builds (auxiliary and descendants).
+TLEG_HEAD = dict(global_pool="avg", class_token=False, fc_norm=True, final_norm=True)
+
+
+# -- the expansion rule -------------------------------------------------------------------
+def linear_expand(theta_a: Tensors, theta_b: Tensors, depth: int) -> list[Tensors]:
+    """Blocks 0..depth-1 of a depth-``depth`` model: ``theta_A + (l / depth) * theta_B``."""
+    if not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"depth must be a positive integer, got {depth!r}")
+    return [{k: a + (l / depth) * theta_b[k] for k, a in theta_a.items()} for l in range(depth)]
+
+
+def tleg_arch(ancestry_arch: dict[str, Any], depth: int) -> dict[str, Any]:
+    """The timm kwargs of a TLEG model of ``depth`` blocks at the ancestry's width and classes."""
+    return {**ancestry_arch, **TLEG_HEAD, "depth": int(depth)}
+
+
+def gene_stack(tensors: Tensors, arch: dict[str, Any]) -> VitStack:
+    """The canonical stack of the TLEG model ``arch`` (its depth picks L) built from learngene tensors."""
+    blocks = linear_expand(unpack("theta_A", tensors), unpack("theta_B", tensors), int(arch["depth"]))
+    return VitStack(arch=dict(arch), stem=unpack("stem", tensors), blocks=blocks, head=unpack("head", tensors))
+
+
+# -- initialisation -----------------------------------------------------------------------
+def init_tensors(ancestry_arch: dict[str, Any]) -> Tensors:
+    """A learngene before training, initialised as the reference does (uses the global torch RNG).
+
+    Layout: ``theta_A.<block key>``, ``theta_B.<block key>``, ``stem.patch.weight``,
+    ``stem.patch.bias``, ``stem.pos_embed`` [1, patches, D], ``head.norm.*``, ``head.head.*``.
+    """
+    template = fresh_stack(tleg_arch(ancestry_arch, 1))  # timm init: stem and head as the reference's
+    theta_a, theta_b = {}, {}
+    for key, t in template.blocks[0].items():
+        a, b = torch.empty_like(t), torch.empty_like(t)
+        if key in LINEAR_WEIGHTS:
+            trunc_normal_(a, std=0.02)
+            trunc_normal_(b, std=0.02)
+        elif key in NORM_WEIGHTS:
+            a.fill_(1.0)
+            b.zero_()
+        elif key in LAYER_SCALES:  # not in the reference: start at the ancestry's init_values, slope 0
+            a.fill_(float(ancestry_arch.get("init_values") or 1.0))
+            b.zero_()
+        else:  # biases (Linear and LayerNorm)
+            a.zero_()
+            b.zero_()
+        theta_a[key], theta_b[key] = a, b
+    return {**pack("theta_A", theta_a), **pack("theta_B", theta_b),
+            **pack("stem", template.stem), **pack("head", template.head)}
+
+
+# -- the auxiliary model ------------------------------------------------------------------
+def _register(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Register ``tensor`` as parameter ``name`` ('theta_A.q.weight') under nested empty modules."""
+    *path, leaf = name.split(".")
+    module = root
+    for part in path:
+        if part not in module._modules:
+            module.add_module(part, nn.Module())
+        module = module._modules[part]
+    module.register_parameter(leaf, nn.Parameter(tensor))
+
+
+def _parameterless(arch: dict[str, Any]) -> VisionTransformer:
+    """A timm VisionTransformer with every parameter removed: a forward template for functional_call."""
+    model = VisionTransformer(**arch, device="meta")
+    for module in model.modules():
+        for name in [n for n, p in module._parameters.items() if p is not None]:
+            del module._parameters[name]
+        for name in [n for n, b in module._buffers.items() if b is not None]:
+            del module._buffers[name]
+    return model
+
+
+class TlegAuxiliary(nn.Module):
+    """The auxiliary ViT: every block computed from the learngene, trained end to end.
+
+    Parameters are the learngene's tensors under the artifact's names (``theta_A.q.weight``,
+    ``stem.pos_embed``, ``head.head.weight``...), so ``state_dict()`` is the learngene.
+    ``template`` is a timm VisionTransformer without parameters (``fused_attn`` switches
+    and train/eval mode still apply to it); ``forward`` runs it on the expanded weights.
+    """
+
+    def __init__(self, arch: dict[str, Any], tensors: Tensors):
+        super().__init__()
+        self.arch = dict(arch)
+        for name, tensor in sorted(tensors.items()):
+            _register(self, name, tensor.detach().clone())
+        self.template = _parameterless(self.arch)
+
+    def learngene_tensors(self) -> Tensors:
+        return dict(self.named_parameters())
+
+    def expanded_stack(self) -> VitStack:
+        """The depth-``aux_depth`` stack (differentiable in the parameters)."""
+        return gene_stack(self.learngene_tensors(), self.arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,K]
+        return functional_call(self.template, stack_to_state_dict(self.expanded_stack()), (x,))
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Everything but Linear/conv weights, as timm's 1-D rule gives the ViT it computes.
+
+        Needed because canonical q/k/v biases are 2-D ([H, hd]), which the trainer's
+        ``ndim <= 1`` rule alone would decay; in timm (and the reference) they are 1-D.
+        """
+        decayed = {f"theta_{w}.{k}" for w in "AB" for k in LINEAR_WEIGHTS} | {"stem.patch.weight", "head.head.weight"}
+        return {name for name, _ in self.named_parameters() if name not in decayed}
+
+
+# -- extraction ---------------------------------------------------------------------------
+def _split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(train, held-out) parts of ``data``; tensor datasets stay tensor datasets."""
+    if fraction == 0:
+        return data, None
+    n = len(data)
+    n_eval = int(round(n * fraction))
+    if n_eval < 1 or n_eval >= n:
+        raise ConfigError(f"holdout={fraction} of {n} samples leaves an empty part; change holdout")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    eval_idx, train_idx = perm[:n_eval], perm[n_eval:]
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        pick = lambda idx: torch.utils.data.TensorDataset(images[idx], labels[idx])  # noqa: E731
+    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+        pick = lambda idx: torch.utils.data.TensorDataset(*(t[idx] for t in data.tensors))  # noqa: E731
+    else:
+        pick = lambda idx: torch.utils.data.Subset(data, idx.tolist())  # noqa: E731
+    return pick(train_idx), pick(eval_idx)
+
+
+def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -> Learngene:
+    """Learn the TLEG learngene by distilling ``ancestry`` into the auxiliary model on ``data``."""
+    from ...train import TrainConfig, fit
+
+    if data is None:
+        raise ConfigError("tleg trains its learngene by distillation and needs data: pass data='fashion-mnist'")
+    ancestry_arch = vit_arch(ancestry)
+    if int(ancestry_arch["num_classes"]) < 1:
+        raise ConfigError("tleg distils the ancestry's logits, but this ancestry has no classifier (num_classes=0)")
+    arch = tleg_arch(ancestry_arch, config.aux_depth)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        tensors = init_tensors(ancestry_arch)
+    if config.inherit_stem:
+        stem = fit_stem(to_stack(ancestry).stem, ancestry_arch, arch)  # drops the class token and its position
+        tensors.update(pack("stem", stem))
+    aux = TlegAuxiliary(arch, tensors)
+    train_data, eval_data = _split(data, config.holdout, config.seed)
+    train_config = TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=config.distill_alpha,
+        distill_tau=config.distill_tau, checkpoint=False, device=config.device,
+    )
+    ancestry_device = next(ancestry.parameters()).device
+    try:
+        result = fit(aux, train_data, eval_data, train_config, teacher=ancestry, out_dir=None)
+    finally:
+        ancestry.to(ancestry_device)  # fit moved the teacher to the training device
+    learned = {k: v.detach().cpu().contiguous() for k, v in aux.learngene_tensors().items()}
+    summary = {k: getattr(result, k) for k in ("train_loss", "train_acc", "eval_loss", "eval_acc", "steps",
+                                               "wall_time_s", "forward_flops_per_sample", "teacher_flops_per_sample")}
+    provenance = {
+        "cost": {"samples_seen": int(result.samples_seen), "flops": float(result.train_flops)},
+        "tleg": {"aux_arch": arch, "distillation": {**summary, "history": result.history}},
+    }
+    return Learngene(method="tleg", config=config_to_dict(config), tensors=learned, provenance=provenance)
+
+
+# -- the artifact -------------------------------------------------------------------------
+def validate(gene: Learngene) -> None:
+    """theta_A and theta_B hold the same block tensors, shaped for the ancestry's width."""
+    theta_a, theta_b = unpack("theta_A", gene.tensors), unpack("theta_B", gene.tensors)
+    if set(theta_a) != set(theta_b):
+        raise ConfigError(f"theta_A holds {sorted(theta_a)} but theta_B holds {sorted(theta_b)}")
+    for key in ("q.weight", "fc1.weight", "norm1.weight"):
+        if key not in theta_a:
+            raise ConfigError(f"theta_A.{key} is missing")
+    for key in theta_a:
+        if theta_a[key].shape != theta_b[key].shape:
+            raise ConfigError(f"theta_A.{key} is {tuple(theta_a[key].shape)} but theta_B.{key} is {tuple(theta_b[key].shape)}")
+    for name in ("stem.patch.weight", "stem.pos_embed", "head.norm.weight"):
+        if name not in gene.tensors:
+            raise ConfigError(f"{name} is missing")
+    prefixes = {k.split(".", 1)[0] for k in gene.tensors}
+    if prefixes - {"theta_A", "theta_B", "stem", "head"}:
+        raise ConfigError(f"unexpected tensors under {sorted(prefixes - {'theta_A', 'theta_B', 'stem', 'head'})}")
+    stack = VitStack(arch=tleg_arch(gene.ancestry_arch, 1), blocks=[theta_a])
+    stack.validate()  # ValueError naming the misfit (load turns it into an ArtifactError)
+    d = int(gene.ancestry_arch["embed_dim"])
+    if gene.tensors["stem.patch.weight"].shape[0] != d or gene.tensors["stem.pos_embed"].shape[-1] != d:
+        raise ConfigError(f"stem width differs from the ancestry's embed_dim {d}")
+
+
+def describe_shapes(gene: Learngene) -> str:
+    a = gene.ancestry_arch
+    hd = int(a["embed_dim"]) // int(a["num_heads"])
+    return (f"any depth >= 1 (block l of L = theta_A + l/L theta_B); embed_dim <= {a['embed_dim']}, "
+            f"num_heads <= {a['num_heads']}, head_dim <= {hd} (narrower by head-aware selection); "
+            f"avg pooling, no class token; head kept when num_classes = {a['num_classes']}")
+
+
+def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
+    """A timm ViT of ``arch['depth']`` blocks from the learngene (pooling forced to avg, no class token)."""
+    ancestry = gene.ancestry_arch
+    arch = {**arch, **TLEG_HEAD}
+    target = fresh_stack(arch)  # timm init for whatever the learngene does not give (e.g. a new head)
+    source = gene_stack(gene.tensors, tleg_arch(ancestry, int(arch["depth"])))
+    if (target.embed_dim, target.num_heads, target.mlp_hidden) != (source.embed_dim, source.num_heads, source.mlp_hidden):
+        source = narrow_stack(source, target.embed_dim, target.num_heads, target.mlp_hidden)
+    if set(source.blocks[0]) != set(target.blocks[0]):
+        raise ConfigError(f"the learngene's blocks hold {sorted(source.blocks[0])} but the descendant expects "
+                          f"{sorted(target.blocks[0])}: keep the ancestry's qkv_bias and layer-scale (init_values)")
+    target.blocks = source.blocks
+    target.stem.update(fit_stem(source.stem, source.arch, arch))
+    copy_head_if_same_labels(target, source.head, ancestry)
+    return from_stack(target)
