@@ -20,6 +20,9 @@ METHODS = [
     ("heuristic", dict(rule="first", k=1), dict(depth=5)),
     ("heuristic", dict(layers=[0, 3]), dict(depth=6)),
     ("auto-learngene", dict(criterion="first-half"), dict(depth=3)),
+    ("weight-selection", {}, dict(depth=2, embed_dim=24, num_heads=3)),
+    ("weight-selection", dict(selection="head-aware", keep_head=True), dict(depth=3, embed_dim=32, num_heads=2)),
+    ("mimetic", {}, dict(depth=2, embed_dim=32, num_heads=2)),
 ]
 
 

@@ -344,3 +344,10 @@ def test_config_dict_roundtrip_and_fit_errors(tmp_path):
 def test_bf16_autocast_on_cpu():
     r = fit(make_model(), make_data(32), make_data(16, seed=1), cfg(epochs=1, amp="bf16"), progress=False)
     assert math.isfinite(r.train_loss) and math.isfinite(r.eval_loss)
+
+
+def test_plain_module_and_exact_flops():
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, K))  # any nn.Module mapping images to logits
+    r = fit(linear, make_data(64), make_data(32, seed=1), cfg(epochs=3), progress=False)
+    assert r.forward_flops_per_sample == 2 * 64 * K  # one [1,64] x [64,K] matmul (+ bias: not counted)
+    assert r.history[-1]["train_acc"] > r.history[0]["train_acc"]

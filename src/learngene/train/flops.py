@@ -29,28 +29,39 @@ def _fallback(model: nn.Module, sample: torch.Tensor) -> int:
 
 def forward_flops_per_sample(model: nn.Module, sample: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``sample`` ([C,H,W] or [1,C,H,W]); model state is untouched."""
+    return count_forward(model, sample)[0]
+
+
+def count_forward(model: nn.Module, sample: torch.Tensor) -> tuple[int, object]:
+    """(forward FLOPs, the eval-mode output on ``sample``): one forward serves both the count
+    and fit's check of the output's kind and class count."""
     x = sample if sample.dim() == 4 else sample.unsqueeze(0)
     x = x[:1].to(next(model.parameters()).device)
     was_training = model.training
     fused = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     rng = torch.get_rng_state()  # eval mode should not draw randomness, but be sure
+    model.eval()
     try:
-        from torch.utils.flop_counter import FlopCounterMode
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
 
-        model.eval()
-        for m, _ in fused:
-            m.fused_attn = False
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-        flops = int(counter.get_total_flops())
-        if flops <= 0:
-            raise RuntimeError("flop counter saw no operations")
-    except Exception as e:  # an op the counter cannot trace, an odd model
-        log.info("FLOP counting failed (%s); using 2 x params x tokens", e)
-        flops = _fallback(model, x)
+            for m, _ in fused:
+                m.fused_attn = False
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                out = model(x)
+            flops = int(counter.get_total_flops())
+            if flops <= 0:
+                raise RuntimeError("flop counter saw no operations")
+        except Exception as e:  # an op the counter cannot trace, an odd model
+            log.info("FLOP counting failed (%s); using 2 x params x tokens", e)
+            for m, v in fused:
+                m.fused_attn = v
+            with torch.no_grad():
+                out = model(x)  # errors of the model itself surface here, as in training
+            flops = _fallback(model, x)
     finally:
         for m, v in fused:
             m.fused_attn = v
         model.train(was_training)
         torch.set_rng_state(rng)
-    return flops
+    return flops, out

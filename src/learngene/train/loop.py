@@ -29,7 +29,7 @@ from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng
 from learngene.train.config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
 from learngene.train.data import as_source, epoch_batches, eval_batches, stream_seed
 from learngene.train.distill import train_loss
-from learngene.train.flops import forward_flops_per_sample
+from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
 
 log = logging.getLogger("learngene.train")
@@ -191,15 +191,11 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
     if teacher is not None:
         teacher.to(device).eval()
     sample = train_src.sample()  # [1,C,H,W]
-    with torch.no_grad():  # one forward in eval mode: output kind and class count
-        was = model.training
-        model.eval()
-        num_classes = _check_logits(model(sample.to(device))).shape[1]
-        model.train(was)
+    fwd_flops, out = count_forward(model, sample)  # one eval-mode forward: FLOPs, output kind, classes
+    num_classes = _check_logits(out).shape[1]
     max_label = train_src.max_label()
     if max_label is not None and max_label >= num_classes:
         raise ConfigError(f"train_data has label {max_label} but the model outputs {num_classes} classes")
-    fwd_flops = forward_flops_per_sample(model, sample)
     teacher_flops = forward_flops_per_sample(teacher, sample) if teacher is not None else 0
     flops_per_train_sample = 3 * fwd_flops + teacher_flops  # forward + backward (~2x forward) + teacher forward
 

@@ -1,0 +1,95 @@
+"""Mimetic initialisation: self-attention weights shaped like a pre-trained ViT's, without data.
+
+Trockman & Kolter, "Mimetic Initialization of Self-Attention Layers", ICML 2023
+(arXiv 2305.09828). Structure without knowledge: the learngene stores nothing (like
+``scratch``); a descendant is timm's initialisation of the asked shape with the attention
+of every block replaced as follows (a fresh random draw per block and per head).
+
+Notation (the paper's, row vectors): tokens X [n, D]; head h scores
+X W_q^h (X W_k^h)^T / sqrt(hd) with W_q^h, W_k^h [D, hd]; the attention output is
+sum_h A^h X W_v^h W_proj^h with W_v = [W_v^1 .. W_v^H] [D, D] and W_proj [D, D]. PyTorch
+``Linear`` weights are [out, in], so in the canonical stack
+W_q^h = q.weight[h]^T, W_k^h = k.weight[h]^T, W_v = v.weight.reshape(D, D)^T and
+W_proj = proj.weight.reshape(D, D)^T.
+
+- **Query-key, per head** (the paper's construction): Z1 ~ N(0, 1/D) [D, D],
+  M1 = alpha1 Z1 + beta1 I = U S V^T (SVD), then
+  W_q^h = U[:, :hd] sqrt(S[:hd]) and W_k^h = V[:, :hd] sqrt(S[:hd]).
+  A head can only realise rank hd, so W_q^h W_k^h^T = U_hd S_hd V_hd^T is the best
+  rank-hd approximation of the D x D target M1 (truncated SVD), not M1 itself. Each head
+  draws its own Z1. Its diagonal is positive (about beta1 * hd / D plus the share of
+  alpha1 Z1 the top singular directions carry); the sum over heads is not a target.
+- **Value-projection, full width** (as the paper: W_v and W_proj are D x D and full rank):
+  Z2 ~ N(0, 1/D), M2 = alpha2 Z2 - beta2 I = U S V^T, W_v = U sqrt(S),
+  W_proj = sqrt(S) V^T, so W_v W_proj = M2 exactly (up to float32 rounding). Head h's
+  share W_v[:, h] W_proj[h, :] is rank hd; the heads sum to M2.
+- Defaults alpha1 = beta1 = 0.7, alpha2 = beta2 = 0.4: the values the paper gives for its
+  ViT experiments (the same numbers appear hard-coded in public re-implementations).
+
+Departures and choices:
+- Z is Gaussian N(0, 1/D) as the paper's text states; the uniform distribution of equal
+  variance that some code listings default to is not offered.
+- The V/O product is built exactly as the paper writes it (X W_v W_proj = X M2). Some
+  public re-implementations put U sqrt(S) straight into the [out, in] weight tensors,
+  which realises (sqrt(S) V^T U sqrt(S))^T instead of M2 (still negative-diagonal).
+- Biases (q/k/v, proj) keep timm's zeros; everything outside q/k/v/proj weights (patch
+  embedding, position embedding, class token, norms, MLP, head) is timm's own init. The
+  paper's other recipe choices (training schedule, augmentation) are out of scope.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ...artifact import Learngene
+from ...stack import from_stack
+from .._common import Tensors, fresh_stack
+from .config import MimeticConfig
+
+
+def mimetic_attention(embed_dim: int, num_heads: int, config: MimeticConfig) -> Tensors:
+    """Canonical q/k/v/proj weights of one block (draws from torch's global RNG).
+
+    Returns ``q.weight k.weight v.weight [H, hd, D]`` and ``proj.weight [D, H, hd]``.
+    """
+    D, H = embed_dim, num_heads
+    hd = D // H
+    eye = torch.eye(D)
+    # Query-key: one D x D target per head, truncated to rank hd.
+    z1 = torch.randn(H, D, D) / math.sqrt(D)
+    u, s, vh = torch.linalg.svd(config.alpha1 * z1 + config.beta1 * eye)  # [H,D,D] [H,D] [H,D,D]
+    root = s[:, :hd].sqrt()                                               # [H, hd]
+    q = (u[:, :, :hd] * root[:, None, :]).transpose(1, 2)                 # (U_hd sqrt S)^T: [H, hd, D]
+    k = vh[:, :hd, :] * root[:, :, None]                                  # (V_hd sqrt S)^T: [H, hd, D]
+    # Value-projection: one D x D target for all heads together, full rank.
+    z2 = torch.randn(D, D) / math.sqrt(D)
+    u2, s2, vh2 = torch.linalg.svd(config.alpha2 * z2 - config.beta2 * eye)
+    root2 = s2.sqrt()
+    w_v = u2 * root2[None, :]        # paper's W_v [D_in, D_out]
+    w_proj = root2[:, None] * vh2    # paper's W_proj [D_in, D_out]; W_v @ W_proj = M2
+    return {
+        "q.weight": q.contiguous(),
+        "k.weight": k.contiguous(),
+        "v.weight": w_v.T.reshape(H, hd, D).contiguous(),        # Linear weight = W_v^T, rows grouped by head
+        "proj.weight": w_proj.T.reshape(D, H, hd).contiguous(),  # Linear weight = W_proj^T, columns by head
+    }
+
+
+def extract(ancestry, config: MimeticConfig, data=None) -> Learngene:
+    return Learngene(method="mimetic", config=dict(vars(config)), tensors={})
+
+
+def describe_shapes(gene: Learngene) -> str:
+    return "any depth, width and head count (data-free mimetic init, nothing inherited)"
+
+
+def expand(gene: Learngene, arch: dict[str, Any]):
+    config = MimeticConfig(**gene.config)
+    stack = fresh_stack(arch)
+    for block in stack.blocks:
+        for key, tensor in mimetic_attention(stack.embed_dim, stack.num_heads, config).items():
+            block[key] = tensor.to(block[key].dtype)
+    return from_stack(stack)
