@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,16 @@ from ._cli_args import add_subcommand, resolve_call
 from .errors import ConfigError, LearngeneError
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (RANK is set by torchrun), or a plain single process: the only writer."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _write_resolved(out: Path, command: str, values: dict[str, Any]) -> None:
     from ._io import atomic_write_text
 
+    if not is_main_process():
+        return
     text = yaml.safe_dump({"command": command, **values}, sort_keys=False)
     atomic_write_text(out / "config.yaml", text)
 
@@ -115,6 +123,8 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
     _write_resolved(out_dir, "ancestry", dict(preset=preset, data=data, model=model_kw, train=cfg.to_dict(),
                                               depth=depth, embed_dim=embed_dim, num_heads=num_heads, augment=augment))
     result = fit(model, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
+    if not is_main_process():
+        return
     save_model(model, out_dir, data=data, preset=preset, eval_acc=result.eval_acc,
                cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
                      "wall_time_s": result.wall_time_s})
@@ -220,6 +230,8 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     _write_resolved(out_dir, "finetune", dict(model=model, data=data, train=cfg.to_dict(), depth=depth,
                                               embed_dim=embed_dim, num_heads=num_heads, augment=augment))
     result = fit(net, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
+    if not is_main_process():
+        return
     save_model(net, out_dir, data=data, eval_acc=result.eval_acc, **origin,
                cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
                      "wall_time_s": result.wall_time_s})
@@ -300,14 +312,42 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
 
     options = dict(overrides or {})
     method_options = options.pop("method_options", None)
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(DemoConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown demo option(s) {unknown}; valid: {', '.join(sorted(known))}")
     cfg = DemoConfig(out=out, ancestry=ancestry, ancestry_epochs=ancestry_epochs, downstream=downstream,
                      epochs=epochs, seed=seed, **({"depths": depths} if depths else {}), **options,
                      **({"method_options": method_options} if method_options else {}))
     run_demo(cfg)
 
 
+def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = None, seeds: str | None = None,
+              out: str = "runs/bench", results_dir: str = "benchmarks/results", ancestry: str | None = None) -> None:
+    """Run a benchmark suite: ancestry -> learngenes -> descendants x datasets x seeds, cached per cell.
+
+    Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite.
+
+    Args:
+        suite: a suite name under benchmarks/suites/ (mini, smoke) or a suite YAML file.
+        methods: run only these method labels (comma-separated).
+        datasets: run only these datasets (comma-separated).
+        seeds: run these seeds instead of the suite's (comma-separated).
+        out: cache folder: ancestry, learngenes, one JSON record per cell.
+        results_dir: where the results JSON, markdown table and plots go.
+        ancestry: use this ancestry folder instead of training (or reusing) the suite's.
+    """
+    from .bench import bench
+
+    bench(suite, methods=methods, datasets=datasets, seeds=seeds, out=out, results_dir=results_dir,
+          ancestry=ancestry)
+
+
 COMMANDS = {
     "demo": cmd_demo,
+    "bench": cmd_bench,
     "list": cmd_list,
     "ancestry": cmd_ancestry,
     "extract": cmd_extract,
