@@ -99,6 +99,8 @@ def test_resume_after_kill_is_bitwise_exact(tmp_path):
     assert strip_timing(r_ref.history) == strip_timing(r_res.history)
     assert (r_res.steps, r_res.samples_seen) == (3 * steps, 3 * steps * 16)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert list(lines[0]) == ["epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "images_per_s",
+                              "samples_seen", "flops_so_far", "wall_time"]
     assert strip_timing(lines) == strip_timing(r_ref.history)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["samples_seen"] == r_res.samples_seen and summary["train_flops"] == r_res.train_flops
@@ -115,6 +117,8 @@ def test_resume_rejects_changed_config(tmp_path):
     fit(make_model(), make_data(32), None, cfg(epochs=1), out_dir=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="lr"):
         fit(make_model(), make_data(32), None, cfg(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="steps per epoch"):  # another dataset size: another schedule
+        fit(make_model(), make_data(48), None, cfg(epochs=1), out_dir=tmp_path, resume=True, progress=False)
 
 
 def test_corrupt_checkpoint_is_a_clear_artifact_error(tmp_path):

@@ -14,8 +14,14 @@ the safe unpickler accepts it (no code runs on load). Layout::
     optimizer         optimizer.state_dict()
     config            TrainConfig.to_dict()
     history           list of per-epoch metric dicts (the metrics.jsonl lines)
+    steps_per_epoch   optimizer steps per epoch (a resume with another dataset size is refused)
     rng               {"torch": ByteTensor, "cuda": [ByteTensor...], "numpy": {...},
-                       "python": [...], "data_order": ByteTensor}
+                       "python": [...], "generators": {name: ByteTensor}, "data_order_seed": int}
+
+The data order needs no saved state: it is ``randperm`` under the seed
+``seed * 1000003 + epoch`` (``data_order_seed`` records the next epoch's, for the record),
+and every stream is reseeded at each epoch start, so the states are kept for inspection and
+for resuming code that draws randomness between epochs.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ VERSION = 1
 _REQUIRED = ("epoch", "step", "samples_seen", "wall_time_s", "model", "optimizer", "config", "history", "rng")
 
 
-def capture_rng(data_order: torch.Generator | None = None) -> dict[str, Any]:
-    """All RNG states as tensors / lists (weights_only-loadable)."""
+def capture_rng(generators: dict[str, torch.Generator] | None = None, data_order_seed: int = 0) -> dict[str, Any]:
+    """All RNG states as tensors / lists / ints (weights_only-loadable)."""
     np_state = np.random.get_state()  # ('MT19937', uint32[624], pos, has_gauss, cached_gaussian)
     py_state = random.getstate()  # (version, tuple of 625 ints, gauss_next)
     return {
@@ -52,11 +58,12 @@ def capture_rng(data_order: torch.Generator | None = None) -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
         "python": [int(py_state[0]), list(py_state[1]), py_state[2]],
-        "data_order": data_order.get_state() if data_order is not None else torch.empty(0, dtype=torch.uint8),
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+        "data_order_seed": int(data_order_seed),
     }
 
 
-def restore_rng(state: dict[str, Any], data_order: torch.Generator | None = None) -> None:
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -66,8 +73,9 @@ def restore_rng(state: dict[str, Any], data_order: torch.Generator | None = None
     )
     v, ints, gauss = state["python"]
     random.setstate((v, tuple(ints), gauss))
-    if data_order is not None and state["data_order"].numel():
-        data_order.set_state(state["data_order"])
+    for name, g in (generators or {}).items():
+        if name in state.get("generators", {}):
+            g.set_state(state["generators"][name])
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> Path:

@@ -40,7 +40,9 @@ def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
     return ((order_seed(seed, epoch) * 31 + stream) * 65537 + rank) % (2**63)
 
 
-def epoch_batches(n: int, *, global_batch: int, seed: int, epoch: int, rank: int, world_size: int) -> list[torch.Tensor]:
+def epoch_batches(
+    n: int, *, global_batch: int, seed: int, epoch: int, rank: int, world_size: int
+) -> list[torch.Tensor]:
     """This rank's index tensors ([B // world_size] int64 each) for every step of ``epoch``."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(seed, epoch)))
     steps = n // global_batch
@@ -136,14 +138,17 @@ def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False) -
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         return TensorSource(data.tensors[0], data.tensors[1], augment)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return LoaderSource(data, num_workers=num_workers, pin_memory=pin_memory, augment=augment)  # type: ignore[arg-type]
+        return LoaderSource(data, num_workers=num_workers, pin_memory=pin_memory,  # type: ignore[arg-type]
+                            augment=augment)
     raise ConfigError(
         f"cannot train on a {type(data).__name__}: pass a Dataset of (image, label), a TensorDataset(images, "
         "labels), or an object with .images [N,C,H,W] and .labels [N] tensors"
     )
 
 
-def eval_batches(source: TensorSource | LoaderSource, *, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
+def eval_batches(
+    source: TensorSource | LoaderSource, *, batch_size: int, rank: int, world_size: int
+) -> Iterator[Batch]:
     """Every sample exactly once, split into contiguous per-rank chunks (none dropped)."""
     mine = torch.arange(len(source)).tensor_split(world_size)[rank]
     return source.batches(list(mine.split(batch_size)), None)

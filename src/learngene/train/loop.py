@@ -27,7 +27,7 @@ from learngene.errors import ArtifactError, ConfigError
 from learngene.train import distributed as D
 from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from learngene.train.config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
-from learngene.train.data import as_source, epoch_batches, eval_batches, stream_seed
+from learngene.train.data import as_source, epoch_batches, eval_batches, order_seed, stream_seed
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
@@ -224,6 +224,11 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
                 f"checkpoint {ckpt_path} does not fit this model/optimizer ({first}); "
                 "resume with the same model architecture, or delete the checkpoint"
             ) from None
+        if ckpt.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+            raise ConfigError(
+                f"cannot resume {ckpt_path}: it has {ckpt['steps_per_epoch']} steps per epoch, this train_data "
+                f"gives {steps_per_epoch}; resume with the same dataset, or start over in a fresh out_dir"
+            )
         restore_rng(ckpt["rng"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         samples_seen, wall_before = int(ckpt["samples_seen"]), float(ckpt["wall_time_s"])
@@ -256,7 +261,6 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
                    disable=None if (progress and info.is_main) else True, mininterval=1.0, leave=True,
                    dynamic_ncols=True)
         t0 = last_postfix = time.perf_counter()
-        lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
         for images, labels in train_src.batches(batches, aug_gen, stream_seed(cfg.seed, epoch, 5, info.rank)):
             images = images.to(device, non_blocking=True)  # [b,C,H,W]
             labels = labels.to(device, non_blocking=True)  # [b]
@@ -327,9 +331,10 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             if cfg.checkpoint:  # checkpoint first: metrics.jsonl never runs ahead of it for long
                 save_checkpoint(ckpt_path, {
                     "epoch": epoch + 1, "step": step, "samples_seen": samples_seen,
-                    "wall_time_s": record["wall_time"], "world_size": world,
+                    "wall_time_s": record["wall_time"], "world_size": world, "steps_per_epoch": steps_per_epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "config": cfg.to_dict(), "history": history, "rng": capture_rng(aug_gen),
+                    "config": cfg.to_dict(), "history": history,
+                    "rng": capture_rng({"augment": aug_gen}, data_order_seed=order_seed(cfg.seed, epoch + 1)),
                 })
             atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
