@@ -12,7 +12,6 @@ About 6-8 minutes on 2 CPU cores with a fresh ancestry, about 2 with a cached on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,21 +43,17 @@ class DemoConfig:
             raise ConfigError(f"depths must be positive integers, got {self.depths!r}")
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def _side(img_size: Any) -> int:
     return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
 
 
 def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Return (ancestry folder, its training cost). Reuses a finished run with the same config."""
-    import torch
+    """Return (ancestry folder, its training cost). Reuses a finished run with the same config.
 
-    from .data import dataset_info, load_dataset
-    from .models import create_vit, save_model
-    from .train import TrainConfig, fit
+    Shared with `learngene bench` (same folder name and key for the same recipe).
+    """
+    from .bench import train_or_reuse_ancestry as train_or_reuse
+    from .train import TrainConfig
 
     if cfg.ancestry:
         path = Path(cfg.ancestry)
@@ -66,25 +61,8 @@ def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str,
         return path, meta.get("cost", {})
     train_cfg = TrainConfig(epochs=cfg.ancestry_epochs, batch_size=128, lr=1e-3, warmup_epochs=min(1, cfg.ancestry_epochs),
                             seed=cfg.seed)
-    key = _hash({"preset": cfg.ancestry_preset, "data": cfg.ancestry_data, "train": train_cfg.to_dict()})
-    path = out / f"ancestry-{cfg.ancestry_preset}-{cfg.ancestry_data}-{key}"
-    if (path / "model_config.json").is_file():
-        meta = json.loads((path / "model_config.json").read_text())
-        print(f"[1/4] reusing ancestry {path} (test accuracy {meta.get('eval_acc', float('nan')):.3f})")
-        return path, meta.get("cost", {})
-    info = dataset_info(cfg.ancestry_data)
-    torch.manual_seed(cfg.seed)
-    model = create_vit(cfg.ancestry_preset, num_classes=info.num_classes)
-    size, chans = _side(model.patch_embed.img_size), model.patch_embed.proj.in_channels
-    train = load_dataset(cfg.ancestry_data, "train", image_size=size, in_chans=chans)
-    test = load_dataset(cfg.ancestry_data, "test", image_size=size, in_chans=chans)
-    print(f"[1/4] training the {cfg.ancestry_preset} ancestry on {cfg.ancestry_data} "
-          f"({len(train):,} images x {cfg.ancestry_epochs} epochs) -> {path}")
-    result = fit(model, train, test, train_cfg, out_dir=path, resume=True)
-    cost = {"samples_seen": result.samples_seen, "train_flops": result.train_flops, "wall_time_s": result.wall_time_s}
-    save_model(model, path, data=cfg.ancestry_data, preset=cfg.ancestry_preset, eval_acc=result.eval_acc, cost=cost)
-    print(f"      ancestry test accuracy {result.eval_acc:.3f}")
-    return path, cost
+    path, meta = train_or_reuse(cfg.ancestry_preset, cfg.ancestry_data, train_cfg, out, tag="[1/4] ")
+    return path, meta.get("cost", {})
 
 
 def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:

@@ -1,0 +1,283 @@
+"""Running a suite: the ancestry (trained or reused), learngenes (extracted once), cells.
+
+Each cell is expanded and fine-tuned once; its outcome (trained, or skipped with the
+reason when the method cannot make the shape) is written atomically to
+``<out>/<suite>/cells/<key>.json``, so a run can stop at any point and resume, and a suite
+can be run in parts (``methods=``, ``datasets=``, ``seeds=``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_json
+from ..errors import ConfigError
+from .report import collect_results, git_commit, machine_info, markdown_table, write_results
+from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
+
+
+# -- ancestry ---------------------------------------------------------------------------------
+
+
+def _side(img_size: Any) -> int:
+    return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
+
+
+def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path, *,
+                            model_overrides: dict[str, int] | None = None, tag: str = "") -> tuple[Path, dict[str, Any]]:
+    """Return (ancestry folder, its model_config.json). Reuses a finished run with the same recipe.
+
+    The folder is ``out/ancestry-<preset>-<data>-<key>``; ``tag`` prefixes the progress lines.
+    """
+    import torch
+
+    from ..data import dataset_info, load_dataset
+    from ..models import create_vit, save_model
+    from ..train import fit
+
+    key = ancestry_key(preset, data, train_config, model_overrides)
+    path = Path(out) / f"ancestry-{preset}-{data}-{key}"
+    if (path / "model_config.json").is_file():
+        meta = json.loads((path / "model_config.json").read_text())
+        print(f"{tag}reusing ancestry {path} (test accuracy {meta.get('eval_acc', float('nan')):.3f})")
+        return path, meta
+    info = dataset_info(data)
+    torch.manual_seed(train_config.seed)
+    model = create_vit(preset, num_classes=info.num_classes, **(model_overrides or {}))
+    size, chans = _side(model.patch_embed.img_size), model.patch_embed.proj.in_channels
+    train = load_dataset(data, "train", image_size=size, in_chans=chans)
+    test = load_dataset(data, "test", image_size=size, in_chans=chans)
+    print(f"{tag}training the {preset} ancestry on {data} "
+          f"({len(train):,} images x {train_config.epochs} epochs) -> {path}")
+    result = fit(model, train, test, train_config, out_dir=path, resume=True)
+    cost = {"samples_seen": result.samples_seen, "train_flops": result.train_flops, "wall_time_s": result.wall_time_s}
+    save_model(model, path, data=data, preset=preset, eval_acc=result.eval_acc, cost=cost)
+    print(f"      ancestry test accuracy {result.eval_acc:.3f}")
+    return path, json.loads((path / "model_config.json").read_text())
+
+
+def recorded_ancestry_key(path: Path) -> str:
+    """The recipe key of an ancestry folder written by our trainer, or a hash of its weights."""
+    from ..models import VIT_PRESETS
+    from ..train import TrainConfig
+
+    model_config, summary = path / "model_config.json", path / "train_summary.json"
+    if model_config.is_file() and summary.is_file():
+        meta = json.loads(model_config.read_text())
+        train = json.loads(summary.read_text()).get("config")
+        preset, data, arch = meta.get("preset"), meta.get("data"), meta.get("arch", {})
+        if preset in VIT_PRESETS and data and isinstance(train, dict):
+            overrides = {k: arch[k] for k in ("depth", "embed_dim", "num_heads")
+                         if k in arch and arch[k] != VIT_PRESETS[preset][k]}
+            return ancestry_key(preset, data, TrainConfig.from_dict(train), overrides)
+    weights = path / "model.safetensors" if path.is_dir() else path
+    if weights.is_file():
+        return "w" + hashlib.sha256(weights.read_bytes()).hexdigest()[:9]
+    return config_hash({"source": str(path)})
+
+
+def _suite_ancestry(suite: Suite, out: Path, given: str | None) -> tuple[Path, str, dict[str, Any]]:
+    """(folder, key, model_config.json) of the suite's ancestry: the given one, or trained/reused."""
+    from ..train import TrainConfig
+
+    spec = suite.ancestry
+    train_config = TrainConfig.from_dict(spec.train)
+    wanted = ancestry_key(spec.preset, spec.data, train_config, spec.model_overrides())
+    if given is None:
+        path, meta = train_or_reuse_ancestry(spec.preset, spec.data, train_config, out,
+                                             model_overrides=spec.model_overrides(), tag="ancestry: ")
+        return path, wanted, meta
+    path = Path(given)
+    if not (path / "model_config.json").is_file():
+        raise ConfigError(f"--ancestry {given}: not an ancestry folder (model_config.json is missing); "
+                          "train one with `learngene ancestry` or leave --ancestry out")
+    meta = json.loads((path / "model_config.json").read_text())
+    key = recorded_ancestry_key(path)
+    if key == wanted:
+        print(f"ancestry: using {path} (its recipe matches the suite's, key {key})")
+    else:
+        print(f"ancestry: WARNING {path} was not trained with the suite's recipe (key {key}, suite {wanted}); "
+              "its cells are cached under its own key")
+    return path, key, meta
+
+
+# -- cells ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchReport:
+    results: dict[str, Any]                   # what <suite>.json holds
+    trained: int                              # cells trained by this run
+    cached: int                               # cells of this run found in the cache
+    skipped: int                              # cells of this run that could not be made
+    files: list[Path]                         # results files written
+
+
+def _split(text: str | list | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = text if isinstance(text, list) else str(text).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _select(names: list[str] | None, valid: list[str], what: str) -> list[str]:
+    if names is None:
+        return list(valid)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ConfigError(f"--{what} {unknown[0]!r} is not in the suite; choose among {', '.join(valid)}")
+    return names
+
+
+def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, data: str, genes_dir: Path):
+    """The entry's learngene, extracted once into genes_dir/<method>-<key>."""
+    from ..api import extract
+    from ..artifact import CONFIG_NAME, load
+
+    path = genes_dir / f"{entry.method}-{key}"
+    if (path / CONFIG_NAME).is_file():
+        return load(path)
+    start = time.perf_counter()
+    print(f"learngene: extracting {entry.label} ({entry.method} {entry.options}) -> {path}")
+    gene = extract(entry.method, ancestry_path, data=data, **entry.options)
+    gene.save(path)
+    cost = gene.provenance.get("cost", {})
+    print(f"learngene: {entry.label} stores {gene.num_parameters:,} parameters; extraction "
+          f"{cost.get('samples_seen', 0):,} samples, {float(cost.get('flops', 0)):.3g} FLOPs, "
+          f"{time.perf_counter() - start:.0f} s")
+    return gene
+
+
+def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Expand and fine-tune one cell with TrainConfig ``config``; a shape the method cannot make
+    is a 'skipped' record with the reason."""
+    from ..train import fit
+
+    depth, embed_dim, num_heads = cell.shape
+    record: dict[str, Any] = {
+        "cell": cell.key, "method_name": cell.entry.method, "label": cell.entry.label,
+        "options": cell.entry.options, "gene": cell.gene_key, "dataset": cell.dataset, "depth": depth,
+        "embed_dim": embed_dim, "num_heads": num_heads, "seed": cell.seed, "finetune": config.to_dict(),
+        **provenance,
+    }
+    start = time.perf_counter()
+    try:
+        model = gene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                            num_classes=train.info.num_classes, seed=cell.seed)
+    except ConfigError as e:
+        return {**record, "status": "skipped", "reason": str(e)}
+    result = fit(model, train, test, config, progress=False)
+    cost = gene.provenance.get("cost", {})
+    return {
+        **record, "status": "trained",
+        "epochs": config.epochs,
+        "top1": float(result.eval_acc),
+        "curve": [float(h["eval_acc"]) for h in result.history if h.get("eval_acc") is not None],
+        "params": sum(p.numel() for p in model.parameters()),
+        "learngene_params": gene.num_parameters,
+        "extract_samples": int(cost.get("samples_seen", 0)),
+        "extract_flops": float(cost.get("flops", 0.0)),
+        "finetune_samples": int(result.samples_seen),
+        "finetune_flops": int(result.train_flops),
+        "train_wall_time_s": round(float(result.wall_time_s), 2),
+        "wall_time_s": round(time.perf_counter() - start, 2),  # expand + fine-tune + evaluations
+    }
+
+
+def _shape_text(shape: tuple[int, int, int]) -> str:
+    return f"depth {shape[0]:2d} ({shape[1]}/{shape[2]})"
+
+
+def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[str] | None = None,
+              seeds: list[int] | None = None, out: str | os.PathLike = "runs/bench",
+              results_dir: str | os.PathLike = "benchmarks/results", ancestry: str | None = None,
+              command: str = "learngene bench") -> BenchReport:
+    """Run the selected cells of ``suite`` (all by default), then write the results of every cached cell."""
+    from ..data import load_dataset
+    from ..models import arch_of, load_ancestry
+
+    start = time.perf_counter()
+    methods = _select(methods, [m.label for m in suite.methods], "methods")
+    datasets = _select(datasets, suite.datasets, "datasets")
+    if seeds is not None and (not seeds or any(not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ConfigError(f"--seeds must be integers >= 0, got {seeds!r}")
+    seeds = list(seeds) if seeds is not None else list(suite.seeds)
+    out = Path(out)
+    cells_dir = out / suite.name / "cells"
+    commit = git_commit()
+
+    ancestry_path, akey, ancestry_meta = _suite_ancestry(suite, out, ancestry)
+    arch = arch_of(load_ancestry(ancestry_path))
+    cells, unavailable = plan_cells(suite, akey, arch, methods=methods, datasets=datasets, seeds=seeds)
+    for label, reason in unavailable.items():
+        print(f"skipping {label}: {reason}")
+
+    provenance = {"ancestry_key": akey, "command": command, "commit": commit, "machine": machine_info()}
+    genes: dict[str, Any] = {}
+    data: dict[str, tuple[Any, Any]] = {}
+    trained = cached = skipped = 0
+    print(f"{suite.name}: {len(cells)} cells ({len(methods)} methods x {len(datasets)} datasets x "
+          f"{len(suite_shapes(suite, arch))} shapes x {len(seeds)} seeds)")
+    for i, cell in enumerate(cells, 1):
+        where = f"[{i}/{len(cells)}] {cell.entry.label:>22s} {cell.dataset:>10s} {_shape_text(cell.shape)} seed {cell.seed}"
+        path = cells_dir / f"{cell.key}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            cached += 1
+            if record["status"] == "skipped":
+                skipped += 1
+                print(f"{where}: skipped (cached): {record['reason']}")
+            else:
+                print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s (cached)")
+            continue
+        if cell.gene_key not in genes:
+            genes[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
+                                                         suite.ancestry.data, out / "genes")
+        if cell.dataset not in data:
+            size, chans = _side(arch["img_size"]), int(arch["in_chans"])
+            data[cell.dataset] = (load_dataset(cell.dataset, "train", image_size=size, in_chans=chans),
+                                  load_dataset(cell.dataset, "test", image_size=size, in_chans=chans))
+        train, test = data[cell.dataset]
+        record = train_cell(cell, genes[cell.gene_key], train, test, suite.finetune_config(cell.seed), provenance)
+        atomic_write_json(path, record)
+        if record["status"] == "skipped":
+            skipped += 1
+            print(f"{where}: skipped: {record['reason']}")
+        else:
+            trained += 1
+            print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s")
+
+    results = collect_results(suite, cells_dir, akey, arch, ancestry_path, ancestry_meta,
+                              seeds=sorted(set(suite.seeds) | set(seeds)), command=command, commit=commit)
+    files = write_results(results, Path(results_dir))
+    print()
+    print(markdown_table(results["summary"]))
+    print(f"\n{trained} cells trained, {cached} cached, {skipped} skipped; "
+          f"{len(results['records'])} records of {results['cells']} suite cells in {files[0]} "
+          f"({time.perf_counter() - start:.0f} s)")
+    return BenchReport(results=results, trained=trained, cached=cached, skipped=skipped, files=files)
+
+
+def bench(suite: str, *, methods: str | list[str] | None = None, datasets: str | list[str] | None = None,
+          seeds: str | list[int] | None = None, out: str = "runs/bench", results_dir: str = "benchmarks/results",
+          ancestry: str | None = None, command: str | None = None) -> BenchReport:
+    """Load a suite by name or path and run it (comma-separated selections, as on the CLI)."""
+    loaded = load_suite(suite)
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(s) for s in _split(seeds)]  # type: ignore[union-attr]
+        except ValueError:
+            raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if command is None:
+        command = " ".join(["learngene bench", suite] + [f"--{flag} {value}" for flag, value in (
+            ("methods", methods), ("datasets", datasets), ("seeds", seeds), ("out", out),
+            ("results-dir", results_dir), ("ancestry", ancestry)) if value is not None])
+    return run_suite(loaded, methods=_split(methods), datasets=_split(datasets), seeds=seed_list, out=out,
+                     results_dir=results_dir, ancestry=ancestry, command=command)
