@@ -102,3 +102,36 @@ def require_same_width(method: str, arch: dict[str, Any], ancestry_arch: dict[st
             raise ConfigError(f"{method} inherits whole layers, so the descendant's {key} must be the ancestry's "
                               f"({ancestry_arch.get(key)}), got {arch.get(key)}; for a narrower descendant use "
                               "weight-selection")
+
+
+def check_inherited_layers(gene, layers: list[int]) -> None:
+    """A whole-layer learngene must store exactly the blocks its config lists."""
+    for i in layers:
+        if f"blocks.{i}.q.weight" not in gene.tensors:
+            raise ConfigError(f"config lists layer {i} but its tensors are missing")
+    stored = {int(k.split(".")[1]) for k in gene.tensors if k.startswith("blocks.")}
+    if stored - set(layers):
+        raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {layers}")
+
+
+def grow_with_inherited_layers(gene, arch: dict[str, Any], layers: list[int], positions: list[int]):
+    """A descendant of ``arch`` whose blocks at ``positions`` are the stored ancestry ``layers``.
+
+    Every other block is timm-initialised; the stem is inherited (and fitted) when stored,
+    the final norm and classifier when stored and the label space matches.
+    """
+    from ..stack import from_stack
+
+    ancestry = gene.ancestry_arch
+    stack = fresh_stack(arch)
+    for layer, position in zip(layers, positions):
+        inherited = unpack(f"blocks.{layer}", gene.tensors)
+        if set(inherited) != set(stack.blocks[position]):
+            raise ConfigError(f"layer {layer} has tensors {sorted(inherited)} but the descendant block expects "
+                              f"{sorted(stack.blocks[position])}: keep the ancestry's qkv_bias and layer-scale settings")
+        stack.blocks[position] = inherited
+    stem = unpack("stem", gene.tensors)
+    if stem:
+        stack.stem.update(fit_stem(stem, ancestry, arch))
+    copy_head_if_same_labels(stack, unpack("head", gene.tensors), ancestry)
+    return from_stack(stack)

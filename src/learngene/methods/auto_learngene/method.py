@@ -25,9 +25,9 @@ import torch
 
 from ...artifact import Learngene
 from ...errors import ConfigError
-from ...stack import from_stack, to_stack, vit_arch
+from ...stack import to_stack, vit_arch
 from ...train.flops import forward_flops_per_sample
-from .._common import fit_stem, fresh_stack, pack, require_same_width, unpack
+from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
 from ..heuristic.method import place_layers
 from .config import AutoLearngeneConfig
 from .scores import gradient_scores, layer_scores
@@ -154,12 +154,7 @@ def validate(gene: Learngene) -> None:
     layers = gene.config.get("layers")
     if not layers:
         raise ConfigError("config lists no inherited layers")
-    for i in inherited_layers(gene):
-        if f"blocks.{i}.q.weight" not in gene.tensors:
-            raise ConfigError(f"config lists layer {i} but its tensors are missing")
-    stored = {int(k.split(".")[1]) for k in gene.tensors if k.startswith("blocks.")}
-    if stored - set(inherited_layers(gene)):
-        raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {inherited_layers(gene)}")
+    check_inherited_layers(gene, inherited_layers(gene))
     scores = gene.config.get("scores")
     depth = int(gene.ancestry_arch["depth"])
     if scores is not None and len(scores) != depth:
@@ -177,14 +172,4 @@ def expand(gene: Learngene, arch: dict[str, Any]):
     require_same_width("auto-learngene", arch, ancestry)
     layers = inherited_layers(gene)
     positions = place_layers(layers, placement(gene), int(ancestry["depth"]), int(arch["depth"]))
-    stack = fresh_stack(arch)
-    for layer, position in zip(layers, positions):
-        inherited = unpack(f"blocks.{layer}", gene.tensors)
-        if set(inherited) != set(stack.blocks[position]):
-            raise ConfigError(f"layer {layer} has tensors {sorted(inherited)} but the descendant block expects "
-                              f"{sorted(stack.blocks[position])}: keep the ancestry's qkv_bias and layer-scale settings")
-        stack.blocks[position] = inherited
-    stem = unpack("stem", gene.tensors)
-    if stem:
-        stack.stem.update(fit_stem(stem, ancestry, arch))
-    return from_stack(stack)
+    return grow_with_inherited_layers(gene, arch, layers, positions)

@@ -15,8 +15,8 @@ from typing import Any
 
 from ...artifact import Learngene
 from ...errors import ConfigError
-from ...stack import from_stack, to_stack
-from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, require_same_width, unpack
+from ...stack import to_stack
+from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
 from .config import HeuristicConfig
 
 
@@ -83,12 +83,7 @@ def inherited_layers(gene: Learngene) -> list[int]:
 
 
 def validate(gene: Learngene) -> None:
-    for i in inherited_layers(gene):
-        if f"blocks.{i}.q.weight" not in gene.tensors:
-            raise ConfigError(f"config lists layer {i} but its tensors are missing")
-    stored = {int(k.split(".")[1]) for k in gene.tensors if k.startswith("blocks.")}
-    if stored - set(inherited_layers(gene)):
-        raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {inherited_layers(gene)}")
+    check_inherited_layers(gene, inherited_layers(gene))
 
 
 def describe_shapes(gene: Learngene) -> str:
@@ -102,15 +97,4 @@ def expand(gene: Learngene, arch: dict[str, Any]):
     require_same_width("heuristic", arch, ancestry)
     layers = inherited_layers(gene)
     positions = place_layers(layers, _placement(gene.config), int(ancestry["depth"]), int(arch["depth"]))
-    stack = fresh_stack(arch)
-    for layer, position in zip(layers, positions):
-        inherited = unpack(f"blocks.{layer}", gene.tensors)
-        if set(inherited) != set(stack.blocks[position]):
-            raise ConfigError(f"layer {layer} has tensors {sorted(inherited)} but the descendant block expects "
-                              f"{sorted(stack.blocks[position])}: keep the ancestry's qkv_bias and layer-scale settings")
-        stack.blocks[position] = inherited
-    stem = unpack("stem", gene.tensors)
-    if stem:
-        stack.stem.update(fit_stem(stem, ancestry, arch))
-    copy_head_if_same_labels(stack, unpack("head", gene.tensors), ancestry)
-    return from_stack(stack)
+    return grow_with_inherited_layers(gene, arch, layers, positions)
