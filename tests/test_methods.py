@@ -23,6 +23,7 @@ METHODS = [
     ("weight-selection", {}, dict(depth=2, embed_dim=24, num_heads=3)),
     ("weight-selection", dict(selection="head-aware", keep_head=True), dict(depth=3, embed_dim=32, num_heads=2)),
     ("mimetic", {}, dict(depth=2, embed_dim=32, num_heads=2)),
+    ("peg", dict(epochs=0), dict(depth=3, num_heads=2)),
 ]
 
 

@@ -1,3 +1,3 @@
 """Built-in methods. Importing this package registers each of them."""
 
-from . import auto_learngene, heuristic, mimetic, pretrain_finetune, scratch, tleg, weight_selection  # noqa: F401
+from . import auto_learngene, heuristic, mimetic, peg, pretrain_finetune, scratch, tleg, weight_selection  # noqa: F401
