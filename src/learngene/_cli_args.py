@@ -22,6 +22,21 @@ import yaml
 from .errors import ConfigError
 
 
+def one_line(message: str) -> str:
+    """The message on one line: control characters (newlines, form feeds... e.g. inside a
+    path the user typed) are shown escaped, as in a Python string literal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``learngene CMD: error: ... (see ...)``, exit status 2)
+    instead of the usage block: bad arguments read like every other CLI error.
+    Subparsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, one_line(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
+
+
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(inner type, is_list) for annotations like int, int | None, list[int] | None."""
     if isinstance(annotation, str):

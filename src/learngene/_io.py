@@ -6,15 +6,21 @@ one, never a half-written file. Used for artifacts, checkpoints, configs and res
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from safetensors.torch import save_file
+
+from .errors import ConfigError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,6 +56,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete temp files that ``atomic_write`` left for ``names`` in ``folder`` when a process
+    was killed mid-write (``.NAME.*.tmp``). They are never read; this only tidies up.
+    Call it only where no other process is writing these files."""
+    removed = []
+    folder = Path(folder)
+    for name in names:
+        for tmp in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
@@ -75,15 +95,45 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where that is unavailable (other OSes, old kernels or libc, file systems
+    without support), and the caller falls back to two renames.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def atomic_replace_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Write a whole folder atomically: ``fill(tmp_dir)``, then swap it in for ``path``.
 
-    If ``path`` exists it is replaced; at no point does ``path`` hold a partial folder
-    (between the two renames it is briefly absent, and the old copy is kept until the
-    new one is in place).
+    If ``path`` exists it is replaced; at no point does ``path`` hold a partial folder.
+    On Linux the two folders are exchanged in one atomic step, so ``path`` always holds
+    the old or the new complete folder. Elsewhere the old folder is first renamed to
+    ``.NAME.old-PID``, so ``path`` is briefly absent (a kill right then leaves the old
+    copy there; ``learngene.load`` points at it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder; remove it or choose another path")
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old: Path | None = None
     try:
@@ -93,9 +143,13 @@ def atomic_replace_dir(path: str | os.PathLike, fill: Callable[[Path], None]) ->
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
         _fsync_dir(tmp_dir)
+        if path.is_dir() and _exchange(tmp_dir, path):
+            _fsync_dir(path.parent)
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # now the old folder
+            return path
         if path.exists():
             if not path.is_dir():
-                raise FileExistsError(f"{path} exists and is not a folder; remove it or choose another path")
+                raise ConfigError(f"{path} exists and is not a folder; remove it or choose another path")
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
         os.replace(tmp_dir, path)

@@ -13,6 +13,7 @@ what is wrong. No pickle is ever involved.
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from safetensors.torch import load_file
 
 from ._io import atomic_replace_dir, atomic_save_safetensors, atomic_write_json
 from .errors import ArtifactError, ConfigError, LearngeneError
-from .models import validate_shape
+from .models import validate_arch, validate_shape
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "learngene_config.json"
@@ -62,9 +63,12 @@ class Learngene:
     @property
     def ancestry_arch(self) -> dict[str, Any]:
         try:
-            return dict(self.provenance["ancestry"]["arch"])
-        except (KeyError, TypeError):
-            raise ArtifactError("learngene has no ancestry architecture in its provenance") from None
+            arch = self.provenance["ancestry"]["arch"]
+        except (KeyError, TypeError, IndexError):
+            arch = None
+        if not isinstance(arch, dict):
+            raise ArtifactError("learngene has no ancestry architecture in its provenance")
+        return dict(arch)
 
     def describe_shapes(self) -> str:
         from .registry import get_method
@@ -86,8 +90,8 @@ class Learngene:
             if value is not None:
                 arch[key] = value
         arch.update({k: v for k, v in timm_kwargs.items() if v is not None})
-        validate_shape(depth=arch["depth"], embed_dim=arch["embed_dim"], num_heads=arch["num_heads"],
-                       num_classes=arch["num_classes"])
+        validate_shape(depth=arch.get("depth"), embed_dim=arch.get("embed_dim"), num_heads=arch.get("num_heads"),
+                       num_classes=arch.get("num_classes"))
         return arch
 
     def expand(self, *, depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
@@ -106,7 +110,12 @@ class Learngene:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            return spec.expand(self, arch)
+            try:
+                return spec.expand(self, arch)
+            except KeyError as e:  # a tensor or config entry the method needs is not stored
+                missing = e.args[0] if e.args else e
+                raise ArtifactError(f"this {self.method} learngene lacks {missing!r}, which growing a descendant "
+                                    "needs: it is incomplete or inconsistent; re-create it") from None
 
     # -- storage -----------------------------------------------------------------------
     def manifest(self) -> dict[str, dict[str, Any]]:
@@ -154,7 +163,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes; not a learngene config")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, numbers beyond int's digit limit, deep nesting
         raise ArtifactError(f"{config_path} is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(config, dict):
         raise ArtifactError(f"{config_path} must hold a JSON object")
@@ -203,6 +212,10 @@ def load(path: str | os.PathLike) -> Learngene:
 
     path = Path(path)
     if not path.exists():
+        aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")) if path.name else []
+        if aside:  # Learngene.save was killed between moving the old folder aside and moving the new one in
+            raise ArtifactError(f"no learngene at {path}: an interrupted save left the previous version at "
+                                f"{aside[-1]}; rename it to {path.name}, or save again")
         raise ArtifactError(f"no learngene at {path}: the folder does not exist")
     if not path.is_dir():
         raise ArtifactError(f"{path} is a file; a learngene is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -213,9 +226,7 @@ def load(path: str | os.PathLike) -> Learngene:
     gene = Learngene(method=config["method"], config=config["method_config"], tensors=tensors,
                      provenance=config["provenance"])
     try:
-        arch = gene.ancestry_arch
-        validate_shape(depth=arch["depth"], embed_dim=arch["embed_dim"], num_heads=arch["num_heads"],
-                       num_classes=arch.get("num_classes"))
+        validate_arch(gene.ancestry_arch)
         from .registry import make_config
 
         make_config(spec, gene.config)  # the stored config must still be a valid config

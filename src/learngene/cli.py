@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ._cli_args import add_subcommand, resolve_call
+from ._cli_args import Parser, add_subcommand, one_line, resolve_call
 from .errors import ConfigError, LearngeneError
 
 
@@ -269,27 +269,39 @@ def cmd_info(gene: str, *, json_output: bool = False) -> None:
         gene: learngene folder.
         json_output: print the whole config as JSON instead of a summary.
     """
+    import math
+
     from .artifact import load
 
     learngene = load(gene)
     if json_output:
         print(json.dumps(learngene.to_config_dict(), indent=2))
         return
+
+    def part(d: Any, key: str) -> dict[str, Any]:  # provenance is free-form: read it defensively
+        value = d.get(key) if isinstance(d, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    def number(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else 0.0
+
     prov = learngene.provenance
-    arch = prov.get("ancestry", {}).get("arch", {})
-    anc_params = prov.get("ancestry", {}).get("num_parameters")
+    arch = part(part(prov, "ancestry"), "arch")
+    anc_params = number(part(prov, "ancestry").get("num_parameters"))
     stored = learngene.num_parameters
     print(f"method:            {learngene.method}")
     print(f"method config:     {json.dumps(learngene.config)}")
-    share = f" ({100 * stored / anc_params:.1f}% of the ancestry's {anc_params:,})" if anc_params else ""
+    share = f" ({100 * stored / anc_params:.1f}% of the ancestry's {int(anc_params):,})" if anc_params > 0 else ""
     print(f"stored parameters: {stored:,}{share}")
     print(f"ancestry:          depth {arch.get('depth')}, width {arch.get('embed_dim')}, {arch.get('num_heads')} heads, "
           f"{arch.get('img_size')}px/{arch.get('patch_size')} patch, {arch.get('num_classes')} classes "
-          f"(from {prov.get('ancestry', {}).get('source')})")
+          f"(from {part(prov, 'ancestry').get('source')})")
     if prov.get("data"):
         print(f"data seen:         {json.dumps(prov['data'])}")
-    cost = prov.get("cost", {})
-    print(f"extraction cost:   {cost.get('samples_seen', 0):,} samples, {float(cost.get('flops', 0)):.3g} FLOPs")
+    cost = part(prov, "cost")
+    samples, flops = int(number(cost.get("samples_seen"))), number(cost.get("flops"))
+    print(f"extraction cost:   {samples:,} samples, {flops:.3g} FLOPs")
     print(f"descendants:       {learngene.describe_shapes()}")
     print(f"created:           {prov.get('created')} by {prov.get('library')}")
 
@@ -361,7 +373,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="learngene", description="Learngene: condense an ancestry model, grow descendants.")
+    parser = Parser(prog="learngene", description="Learngene: condense an ancestry model, grow descendants.")
     parser.add_argument("--version", action="version", version=f"learngene-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, func in COMMANDS.items():
@@ -379,12 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = rest
     if not getattr(args, "_func", None):
         parser.print_help()
+        print("learngene: error: no command given; choose one of the commands above", file=sys.stderr)
         return 2
     try:
         kwargs = resolve_call(args._func, args)
         args._func(**kwargs)
     except LearngeneError as e:
-        print(f"learngene {args.command}: error: {e}", file=sys.stderr)
+        print(one_line(f"learngene {args.command}: error: {e}"), file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user gave: missing, unwritable, too long, a file where a folder goes...
+        where = f": {e.filename}" if e.filename else ""
+        print(one_line(f"learngene {args.command}: error: {e.strerror or e}{where}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"learngene {args.command}: interrupted", file=sys.stderr)

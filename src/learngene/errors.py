@@ -29,3 +29,11 @@ class UnknownMethodError(LearngeneError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class TrainingDivergedError(LearngeneError, ArithmeticError):
+    """The training loss (or the weights) became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DistributedError(LearngeneError, RuntimeError):
+    """Another process of a data-parallel run died or stopped answering; resume from the checkpoint."""

@@ -12,6 +12,7 @@ epoch of Fashion-MNIST (60,000 images, batch 128) takes about 100-120 s on 2 CPU
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -49,20 +50,86 @@ def list_presets() -> list[str]:
     return sorted(VIT_PRESETS)
 
 
+# Upper bounds: far beyond any real ViT (ViT-22B: depth 48, width 6144), low enough that a
+# corrupt or hostile value is refused instead of hanging or exhausting memory.
+MAX_DEPTH, MAX_EMBED_DIM, MAX_CLASSES, MAX_SIDE = 1024, 1 << 16, 1 << 24, 1 << 16
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def validate_shape(*, depth: int, embed_dim: int, num_heads: int, num_classes: int | None = None) -> None:
     """Raise ConfigError for shapes no ViT can have."""
-    if not isinstance(depth, int) or depth < 1:
+    if not _is_int(depth) or depth < 1:
         raise ConfigError(f"depth must be a positive integer, got {depth!r}")
-    if not isinstance(num_heads, int) or num_heads < 1:
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"depth {depth} is beyond {MAX_DEPTH}; choose a smaller depth")
+    if not _is_int(num_heads) or num_heads < 1:
         raise ConfigError(f"num_heads must be a positive integer, got {num_heads!r}")
-    if not isinstance(embed_dim, int) or embed_dim < 1:
+    if not _is_int(embed_dim) or embed_dim < 1:
         raise ConfigError(f"embed_dim must be a positive integer, got {embed_dim!r}")
+    if embed_dim > MAX_EMBED_DIM:
+        raise ConfigError(f"embed_dim {embed_dim} is beyond {MAX_EMBED_DIM}; choose a smaller width")
     if embed_dim % num_heads != 0:
         raise ConfigError(
             f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}: "
             f"choose num_heads among {[h for h in range(1, embed_dim + 1) if embed_dim % h == 0][:12]}")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
-        raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if num_classes is not None and (not _is_int(num_classes) or not 0 <= num_classes <= MAX_CLASSES):
+        raise ConfigError(f"num_classes must be an integer in [0, {MAX_CLASSES}], got {num_classes!r}")
+
+
+GLOBAL_POOLS = ("", "avg", "token", "max", "avgmax")
+REQUIRED_ARCH_KEYS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads")
+
+
+def validate_arch(arch: Any) -> None:
+    """Raise ConfigError unless ``arch`` is a ViT architecture this library can build: every
+    ``ARCH_KEYS`` value of the right type and range, nothing else. For architectures read
+    from files (artifact provenance), so that a corrupt or hostile value stops here with
+    a message instead of deep inside timm."""
+    if not isinstance(arch, dict):
+        raise ConfigError("an architecture must be a mapping of VisionTransformer arguments, "
+                          f"got {type(arch).__name__}")
+    unknown = sorted(map(str, set(arch) - set(ARCH_KEYS)))
+    if unknown:
+        raise ConfigError(f"unknown architecture key(s) {unknown}; known: {', '.join(ARCH_KEYS)}")
+    missing = [k for k in REQUIRED_ARCH_KEYS if k not in arch]
+    if missing:
+        raise ConfigError(f"the architecture lacks {', '.join(missing)}")
+    validate_shape(depth=arch.get("depth"), embed_dim=arch.get("embed_dim"), num_heads=arch.get("num_heads"),
+                   num_classes=arch.get("num_classes"))
+
+    def side(name: str, default: int) -> list[int]:
+        value = arch.get(name, default)
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(values) != (2 if isinstance(value, (list, tuple)) else 1) or not all(
+                _is_int(v) and 1 <= v <= MAX_SIDE for v in values):
+            raise ConfigError(f"{name} must be a positive integer or a pair of them, got {value!r}")
+        return values * 2 if len(values) == 1 else values
+
+    img, patch = side("img_size", 224), side("patch_size", 16)
+    if patch[0] > img[0] or patch[1] > img[1]:
+        raise ConfigError(f"patch_size {arch.get('patch_size')} is larger than img_size {arch.get('img_size')}")
+    in_chans = arch.get("in_chans", 3)
+    if not _is_int(in_chans) or not 1 <= in_chans <= 4096:
+        raise ConfigError(f"in_chans must be an integer in [1, 4096], got {in_chans!r}")
+    ratio = arch.get("mlp_ratio", 4.0)
+    if not (_is_int(ratio) or isinstance(ratio, float)) or not 0 < ratio <= 64 or int(arch["embed_dim"] * ratio) < 1:
+        raise ConfigError(f"mlp_ratio must be a number in (0, 64] giving an MLP of >= 1 unit, got {ratio!r}")
+    for name in ("qkv_bias", "class_token", "no_embed_class", "final_norm"):
+        if name in arch and not isinstance(arch[name], bool):
+            raise ConfigError(f"{name} must be true or false, got {arch[name]!r}")
+    if arch.get("fc_norm") is not None and not isinstance(arch["fc_norm"], bool):
+        raise ConfigError(f"fc_norm must be true, false or null, got {arch['fc_norm']!r}")
+    init = arch.get("init_values")
+    if init is not None and not ((_is_int(init) or isinstance(init, float)) and math.isfinite(init)):
+        raise ConfigError(f"init_values (layer-scale) must be a number or null, got {init!r}")
+    pool = arch.get("global_pool", "token")
+    if pool not in GLOBAL_POOLS:
+        raise ConfigError(f"global_pool must be one of {GLOBAL_POOLS}, got {pool!r}")
+    if pool == "token" and not arch.get("class_token", True):
+        raise ConfigError("global_pool 'token' needs class_token=true; use global_pool 'avg' without a class token")
 
 
 def vit_kwargs(preset: str | dict[str, Any] = "vit-mini", **overrides: Any) -> dict[str, Any]:

@@ -71,7 +71,13 @@ def _class_folders(folder: Path) -> list[Path]:
 def _image_files(class_folder: Path) -> list[Path]:
     """Image files anywhere below ``class_folder``, sorted by path."""
     found: list[Path] = []
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(class_folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop (or a second link to a folder already listed): once only
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # do not descend into hidden folders
         for filename in filenames:
             if not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS):

@@ -42,6 +42,22 @@ def _pos_prefix(arch: dict[str, Any]) -> int:
     return 0 if arch.get("no_embed_class") or not arch.get("class_token", True) else 1
 
 
+def _check_stem(stem: Tensors, arch: dict[str, Any]) -> None:
+    """The stem's tensors must have the shapes ``arch`` gives them (a stored stem read from a
+    file may not: refuse it here rather than fail on an index deep in the fitting)."""
+    d, c = int(arch["embed_dim"]), int(arch["in_chans"])
+    patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
+    gh, gw = _grid(arch)
+    expected = {"patch.weight": (d, c, int(patch[0]), int(patch[1])), "patch.bias": (d,),
+                "pos_embed": (1, _pos_prefix(arch) + gh * gw, d), "cls_token": (1, 1, d)}
+    for key, tensor in stem.items():
+        if key in expected and tuple(tensor.shape) != expected[key]:
+            raise ConfigError(f"the stem's {key} has shape {tuple(tensor.shape)} but its architecture gives "
+                              f"{expected[key]}: the learngene is inconsistent; re-create it")
+        if not tensor.is_floating_point():
+            raise ConfigError(f"the stem's {key} has dtype {tensor.dtype}; weights must be floating point")
+
+
 def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, Any]) -> Tensors:
     """Adapt an inherited stem (patch embedding, position embedding, class token) to a new arch.
 
@@ -59,6 +75,7 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
     if source_arch["patch_size"] != target_arch["patch_size"]:
         raise ConfigError(f"the inherited stem has patch size {source_arch['patch_size']}, the descendant "
                           f"{target_arch['patch_size']}; keep the ancestry's patch_size")
+    _check_stem(stem, source_arch)
     out: Tensors = {}
     if "patch.weight" in stem:
         weight = stem["patch.weight"]  # [D, C, p, p]
@@ -87,6 +104,10 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
 
 def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: dict[str, Any]) -> bool:
     """Copy the final norm always, and the classifier only if the label space is the ancestry's."""
+    for a, b in (("norm.weight", "norm.bias"), ("head.weight", "head.bias")):
+        if (a in head) != (b in head):
+            have, lack = (a, b) if a in head else (b, a)
+            raise ConfigError(f"the stored head has {have} but not {lack}: the learngene is incomplete; re-create it")
     if "norm.weight" in head and "norm.weight" in stack.head:
         stack.head["norm.weight"], stack.head["norm.bias"] = head["norm.weight"], head["norm.bias"]
     same_labels = int(stack.arch["num_classes"]) == int(ancestry_arch["num_classes"]) and "head.weight" in head

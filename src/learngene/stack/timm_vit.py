@@ -158,6 +158,12 @@ def from_stack(stack: VitStack, *, requires_grad: bool = True) -> VisionTransfor
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ConfigError(f"stack does not match its arch: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for k, v in state.items():  # the stem and head too (validate() checks the blocks)
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ConfigError(f"stack does not match its arch: {k} has shape {tuple(v.shape)}, the architecture "
+                              f"needs {tuple(own[k].shape)}")
+        if not v.is_floating_point():
+            raise ConfigError(f"stack tensor {k} has dtype {v.dtype}; weights must be floating point")
     model.load_state_dict(state, strict=True, assign=True)
     for p in model.parameters():
         p.requires_grad_(requires_grad)

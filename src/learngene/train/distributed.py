@@ -8,7 +8,11 @@ global batch. Rank 0 alone writes files and draws progress bars.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +52,27 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+TIMEOUT_ENV = "LEARNGENE_DIST_TIMEOUT"
+
+
+def collective_timeout() -> datetime.timedelta | None:
+    """How long a collective may wait for the other ranks before failing (env
+    ``LEARNGENE_DIST_TIMEOUT``, seconds). Unset: torch's default (30 minutes for gloo,
+    10 for nccl), generous enough for slow evaluations and checkpoint writes on rank 0.
+    A rank that *dies* is noticed at once (its sockets close); the timeout bounds the
+    wait for one that hangs."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds < 1e7):
+        raise ConfigError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds > 0 (e.g. 600), or unset")
+    return datetime.timedelta(seconds=seconds)
+
+
 def setup(device: str) -> DistInfo:
     """Join the process group if launched by torchrun with WORLD_SIZE > 1; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -63,7 +88,9 @@ def setup(device: str) -> DistInfo:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         # env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (torchrun sets them all).
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+        timeout = collective_timeout()
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://",
+                                **({"timeout": timeout} if timeout is not None else {}))
         rank = dist.get_rank()
         created = True
     else:
@@ -81,6 +108,37 @@ def teardown(info: DistInfo, *, ok: bool = True) -> None:
         if ok:
             dist.barrier()
         dist.destroy_process_group()
+
+
+class Terminated(Exception):
+    """SIGTERM arrived during a data-parallel fit (torchrun stops every rank when one fails)."""
+
+
+class _SigtermState:
+    ignore = False  # set once fit is already failing: let it finish unwinding and report
+
+
+@contextlib.contextmanager
+def sigterm_raises(info: DistInfo):
+    """Under DDP, turn SIGTERM into a ``Terminated`` exception for the duration of the block,
+    so a rank that torchrun stops (because another rank died) unwinds: temp files are
+    removed and fit reports what happened instead of vanishing silently. Once the caller
+    sets ``state.ignore`` (it is already failing), further SIGTERMs are ignored until the
+    block ends."""
+    state = _SigtermState()
+    if not info.distributed or threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if not state.ignore:
+            raise Terminated("received SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

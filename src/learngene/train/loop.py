@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from learngene._io import atomic_save_safetensors, atomic_write_json, atomic_write_text
-from learngene.errors import ArtifactError, ConfigError
+from learngene._io import atomic_save_safetensors, atomic_write_json, atomic_write_text, remove_stale_temps
+from learngene.errors import ArtifactError, ConfigError, DistributedError, LearngeneError, TrainingDivergedError
 from learngene.train import distributed as D
 from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from learngene.train.config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
@@ -40,7 +41,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 FINAL_MODEL = "model.safetensors"
 SUMMARY = "train_summary.json"
-_POSTFIX_EVERY_S = 2.0  # progress-bar numbers need a device sync; refresh them this rarely
+_POSTFIX_EVERY_S = 2.0  # progress-bar numbers (and the NaN check) need a device sync; do it this rarely
 
 
 def _autocast(amp: str, device: torch.device):
@@ -58,6 +59,43 @@ def _check_logits(out: Any) -> torch.Tensor:
             "wrap it so forward() returns the classification logits"
         )
     return out
+
+
+def _params_finite(params: list[torch.Tensor]) -> bool:
+    """True if every parameter is finite (one host sync; called once per epoch)."""
+    if not params:
+        return True
+    with torch.no_grad():
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
+def _diverged(*, epoch: int, epochs: int, steps: tuple[int, int], total_steps: int, what: str,
+              cfg: TrainConfig, ckpt_path: Path | None) -> TrainingDivergedError:
+    if ckpt_path is None or not cfg.checkpoint:
+        kept = "nothing of this run was saved (no out_dir, or checkpoint=False)"
+    elif epoch == 0:
+        kept = "no checkpoint was written (it diverged in the first epoch)"
+    else:
+        kept = f"the last good checkpoint, {ckpt_path} (epoch {epoch}), is kept"
+    clip = "enable clip_grad" if cfg.clip_grad is None else f"lower clip_grad (now {cfg.clip_grad:g})"
+    return TrainingDivergedError(
+        f"training diverged in epoch {epoch + 1}/{epochs} (steps {steps[0]}-{steps[1]} of {total_steps}): "
+        f"{what}; {kept}. Lower lr (now {cfg.lr:g}), {clip}, or check the data and any extra_loss for "
+        "NaN/inf, then start over (or resume=True, if the cause was transient)"
+    )
+
+
+_COMM_ERROR_WORDS = ("gloo", "nccl", "connection reset", "connection closed", "connection refused", "timed out",
+                     "broken pipe", "process group", "processgroup")
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    """A collective failed because another rank died or hung (not a bug in the user's model)."""
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(e, dist_error):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in text for w in _COMM_ERROR_WORDS)
 
 
 @torch.no_grad()
@@ -154,16 +192,33 @@ def fit(
     teacher_was_training = teacher.training if teacher is not None else False
     model_was_training = model.training
     ok = False
-    try:
-        result = _fit(model, train_data, eval_data, cfg, info=info, out_dir=None if out_dir is None else Path(out_dir),
-                      teacher=teacher, extra_loss=extra_loss, resume=resume, progress=progress)
-        ok = True
-        return result
-    finally:
-        model.train(model_was_training)
-        if teacher is not None:
-            teacher.train(teacher_was_training)
-        D.teardown(info, ok=ok)
+    with D.sigterm_raises(info) as sigterm:
+        try:
+            result = _fit(model, train_data, eval_data, cfg, info=info,
+                          out_dir=None if out_dir is None else Path(out_dir), teacher=teacher, extra_loss=extra_loss,
+                          resume=resume, progress=progress)
+            ok = True
+            return result
+        except Exception as e:
+            sigterm.ignore = True  # failing already: a SIGTERM now must not cut the report short
+            if not info.distributed or isinstance(e, LearngeneError) or not (
+                    isinstance(e, D.Terminated) or _is_comm_error(e)):
+                raise
+            if isinstance(e, D.Terminated):
+                what = "stopped by SIGTERM (torchrun stops every rank when one fails, or when it is stopped)"
+            else:
+                first = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
+                what = f"lost contact with another process ({type(e).__name__}: {first[:160]}): it died or hung"
+            where = f" in {out_dir}" if out_dir is not None else " (none: no out_dir was given)"
+            raise DistributedError(
+                f"rank {info.rank} of {info.world_size}: {what}. Relaunch the same command with resume=True to "
+                f"continue from the last complete checkpoint{where}"
+            ) from None
+        finally:
+            model.train(model_was_training)
+            if teacher is not None:
+                teacher.train(teacher_was_training)
+            D.teardown(info, ok=ok)
 
 
 def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, out_dir: Path | None,
@@ -238,6 +293,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         log.info("resume=True but %s does not exist yet; starting fresh", ckpt_path)
     elif write and ckpt_path.exists():
         ckpt_path.unlink()  # a fresh run: a stale checkpoint must not be resumed later
+    if write:  # temp files of writes cut short by a kill: never read, but don't let them pile up
+        remove_stale_temps(out_dir, (CHECKPOINT, METRICS, FINAL_MODEL, SUMMARY))
     if write:  # metrics.jsonl always mirrors the history we continue from (empty when fresh)
         atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
@@ -260,7 +317,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=None if (progress and info.is_main) else True, mininterval=1.0, leave=True,
                    dynamic_ncols=True)
-        t0 = last_postfix = time.perf_counter()
+        t0 = last_check = time.perf_counter()
+        checked_step = step  # steps up to here are known to have finite losses
         for images, labels in train_src.batches(batches, aug_gen, stream_seed(cfg.seed, epoch, 5, info.rank)):
             images = images.to(device, non_blocking=True)  # [b,C,H,W]
             labels = labels.to(device, non_blocking=True)  # [b]
@@ -293,17 +351,35 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
                 sums[1] += (logits.detach().argmax(1) == labels).sum()
                 sums[2] += labels.numel()
             bar.update(1)
-            if not bar.disable and time.perf_counter() - last_postfix >= _POSTFIX_EVERY_S:
-                last_postfix = time.perf_counter()
+            if (not bar.disable or not info.distributed) and time.perf_counter() - last_check >= _POSTFIX_EVERY_S:
+                last_check = time.perf_counter()
                 s = sums.tolist()  # local-rank numbers; a sync every couple of seconds only
-                bar.set_postfix(loss=f"{s[0] / s[2]:.4f}", acc=f"{s[1] / s[2]:.3f}",
-                                img_s=f"{s[2] * world / (last_postfix - t0):.0f}", refresh=False)
+                # Stop early on a non-finite loss. Not under DDP: the ranks check at different
+                # steps, so they all stop together at the epoch end (all-reduced sums) instead.
+                if not info.distributed:
+                    if not math.isfinite(s[0]):
+                        bar.close()
+                        raise _diverged(epoch=epoch, epochs=cfg.epochs, steps=(checked_step + 1, step),
+                                        total_steps=total_steps, what=f"the train loss became {s[0] / s[2]}",
+                                        cfg=cfg, ckpt_path=ckpt_path)
+                    checked_step = step
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{s[0] / s[2]:.4f}", acc=f"{s[1] / s[2]:.3f}",
+                                    img_s=f"{s[2] * world / (last_check - t0):.0f}", refresh=False)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
         bar.close()
 
         loss_sum, correct, count = D.all_reduce_sum(sums, info).tolist()
+        # Before anything of this epoch is evaluated or written: a NaN/inf loss, or weights that
+        # went non-finite (an inf gradient at the last step), keeps the last good checkpoint.
+        bad = None if math.isfinite(loss_sum) else f"the train loss became {loss_sum / count}"
+        if bad is None and not _params_finite(params):
+            bad = "the weights became NaN/inf (a non-finite gradient)"
+        if bad is not None:
+            raise _diverged(epoch=epoch, epochs=cfg.epochs, steps=(checked_step + 1, step), total_steps=total_steps,
+                            what=bad, cfg=cfg, ckpt_path=ckpt_path)
         samples_seen += steps_per_epoch * cfg.batch_size
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -322,8 +398,6 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
         history.append(record)
-        if not math.isfinite(record["train_loss"]):
-            log.warning("epoch %d: train loss is %s; lower lr or enable clip_grad", epoch + 1, record["train_loss"])
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
