@@ -23,15 +23,6 @@ from conftest import tiny_vit
 CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is faster, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiled_data(n: int = 200, seed: int = 0) -> TensorDataset:
     """28x28 images made of one random 7x7 tile repeated 4x4; the tile's first 5 pixels are
     the one-hot label (a weak label signal next to 44 noise pixels)."""

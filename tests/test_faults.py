@@ -51,16 +51,6 @@ def _cfg(**kw):
     return TrainConfig(**{**dict(epochs=EPOCHS, batch_size=16, lr=3e-3, warmup_epochs=1, seed=7, device="cpu"), **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the kill workers run on one): on a shared
-    2-core machine more threads oversubscribe badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:

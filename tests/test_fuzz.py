@@ -64,15 +64,6 @@ def _artifact(config: bytes, weights: bytes | None):
         yield path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine threads oversubscribe badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def no_unpickling(monkeypatch):
     """Nothing here may unpickle: pickle and torch.load without weights_only=True are tripwires."""

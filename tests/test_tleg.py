@@ -35,15 +35,6 @@ def theta(gene: Learngene, which: str) -> dict[str, torch.Tensor]:
     return {k[len(start):]: v for k, v in gene.tensors.items() if k.startswith(start)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine threads oversubscribe badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_ancestry():
     torch.manual_seed(0)
