@@ -154,9 +154,6 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from .bench.report import save_figure
+
+    return save_figure(fig, path, dpi=120)

@@ -220,12 +220,13 @@ def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
 # -- plots ----------------------------------------------------------------------------------
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file, then rename) and close it."""
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -284,7 +285,7 @@ def plot_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
     fig.suptitle(f"{suite}: accuracy vs descendant size")
     _figure_legend(fig, style, methods)
     fig.tight_layout(rect=(0, 0.05 * legend_rows + 0.02, 1, 1))
-    paths.append(_save_figure(fig, results_dir / f"{suite}-params.png"))
+    paths.append(save_figure(fig, results_dir / f"{suite}-params.png"))
 
     # 2. accuracy vs fine-tuning epochs: rows = datasets, columns = shapes (or the chosen depth).
     curve_depth = results["config"].get("curve_depth")
@@ -307,7 +308,7 @@ def plot_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
     fig.suptitle(f"{suite}: accuracy vs training epochs")
     _figure_legend(fig, style, methods)
     fig.tight_layout(rect=(0, 0.05 * legend_rows / len(datasets) + 0.02, 1, 1))
-    paths.append(_save_figure(fig, results_dir / f"{suite}-epochs.png"))
+    paths.append(save_figure(fig, results_dir / f"{suite}-epochs.png"))
 
     # 3. accuracy vs parameters stored: one point per method (mean over the shapes it made).
     fig, axes = _panels(len(datasets))
@@ -325,5 +326,5 @@ def plot_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
     fig.suptitle(f"{suite}: accuracy vs parameters stored")
     fig.tight_layout()
-    paths.append(_save_figure(fig, results_dir / f"{suite}-stored.png"))
+    paths.append(save_figure(fig, results_dir / f"{suite}-stored.png"))
     return paths

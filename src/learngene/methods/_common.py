@@ -156,3 +156,30 @@ def grow_with_inherited_layers(gene, arch: dict[str, Any], layers: list[int], po
         stack.stem.update(fit_stem(stem, ancestry, arch))
     copy_head_if_same_labels(stack, unpack("head", gene.tensors), ancestry)
     return from_stack(stack)
+
+
+# The run statistics a distilled learngene records in its provenance.
+DISTILL_SUMMARY_FIELDS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "steps", "wall_time_s",
+                          "forward_flops_per_sample", "teacher_flops_per_sample")
+
+
+def distill_from_ancestry(student: torch.nn.Module, ancestry: torch.nn.Module, train_data, eval_data, config):
+    """Soft-distil ``ancestry`` into ``student`` with the training engine; returns (TrainResult, summary).
+
+    ``config`` carries the shared distillation fields of TLEG/PEG configs (epochs, batch_size,
+    lr, weight_decay, warmup_epochs, seed, distill_alpha, distill_tau, device). The ancestry is
+    moved back to its own device afterwards (fit moves the teacher to the training device).
+    """
+    from ..train import TrainConfig, fit
+
+    train_config = TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=config.distill_alpha,
+        distill_tau=config.distill_tau, checkpoint=False, device=config.device,
+    )
+    ancestry_device = next(ancestry.parameters()).device
+    try:
+        result = fit(student, train_data, eval_data, train_config, teacher=ancestry, out_dir=None)
+    finally:
+        ancestry.to(ancestry_device)
+    return result, {k: getattr(result, k) for k in DISTILL_SUMMARY_FIELDS}

@@ -82,7 +82,7 @@ from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.timm_vit import stack_to_state_dict
-from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
 from ..tleg.method import _parameterless, _register, _split
 from ..weight_selection.method import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
@@ -247,8 +247,6 @@ def resolve_shape(config: PegConfig, ancestry_arch: dict[str, Any]) -> tuple[int
 
 def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) -> Learngene:
     """Sample the PEG learngene from ``ancestry`` and condense it by distillation on ``data``."""
-    from ...train import TrainConfig, fit
-
     if config.epochs > 0 and data is None:
         raise ConfigError("peg condenses its learngene by distillation and needs data: pass data='fashion-mnist' "
                           "(or epochs=0 for one draw of the mixture without training)")
@@ -270,18 +268,7 @@ def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) ->
     if config.epochs > 0:
         train_data, eval_data = _split(data, config.holdout, config.seed)
         condenser.steps_per_epoch = len(train_data) // config.batch_size  # fit drops the last partial batch
-        train_config = TrainConfig(
-            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-            warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=config.distill_alpha,
-            distill_tau=config.distill_tau, checkpoint=False, device=config.device,
-        )
-        ancestry_device = next(ancestry.parameters()).device
-        try:
-            result = fit(condenser, train_data, eval_data, train_config, teacher=ancestry, out_dir=None)
-        finally:
-            ancestry.to(ancestry_device)  # fit moved the teacher to the training device
-        summary = {k: getattr(result, k) for k in ("train_loss", "train_acc", "eval_loss", "eval_acc", "steps",
-                                                   "wall_time_s", "forward_flops_per_sample", "teacher_flops_per_sample")}
+        result, summary = distill_from_ancestry(condenser, ancestry, train_data, eval_data, config)
         summary["history"] = result.history
         provenance["cost"] = {"samples_seen": int(result.samples_seen), "flops": float(result.train_flops)}
     condenser.epoch = config.epochs - 1 if config.epochs > 0 else 0  # the stored draw: the last epoch's

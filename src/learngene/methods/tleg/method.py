@@ -74,7 +74,7 @@ from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.timm_vit import stack_to_state_dict
-from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
 from .config import TlegConfig
 from .narrow import narrow_stack
 
@@ -218,7 +218,6 @@ def _split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
 
 def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -> Learngene:
     """Learn the TLEG learngene by distilling ``ancestry`` into the auxiliary model on ``data``."""
-    from ...train import TrainConfig, fit
 
     if data is None:
         raise ConfigError("tleg trains its learngene by distillation and needs data: pass data='fashion-mnist'")
@@ -234,19 +233,8 @@ def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -
         tensors.update(pack("stem", stem))
     aux = TlegAuxiliary(arch, tensors)
     train_data, eval_data = _split(data, config.holdout, config.seed)
-    train_config = TrainConfig(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=config.distill_alpha,
-        distill_tau=config.distill_tau, checkpoint=False, device=config.device,
-    )
-    ancestry_device = next(ancestry.parameters()).device
-    try:
-        result = fit(aux, train_data, eval_data, train_config, teacher=ancestry, out_dir=None)
-    finally:
-        ancestry.to(ancestry_device)  # fit moved the teacher to the training device
+    result, summary = distill_from_ancestry(aux, ancestry, train_data, eval_data, config)
     learned = {k: v.detach().cpu().contiguous() for k, v in aux.learngene_tensors().items()}
-    summary = {k: getattr(result, k) for k in ("train_loss", "train_acc", "eval_loss", "eval_acc", "steps",
-                                               "wall_time_s", "forward_flops_per_sample", "teacher_flops_per_sample")}
     provenance = {
         "cost": {"samples_seen": int(result.samples_seen), "flops": float(result.train_flops)},
         "tleg": {"aux_arch": arch, "distillation": {**summary, "history": result.history}},
