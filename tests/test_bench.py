@@ -172,6 +172,8 @@ def test_unregistered_method_is_skipped_with_a_reason(smoke, tmp_path, capsys):
     ({"ancestry": {"preset": "vit-mini", "colour": 1}}, "unknown key 'colour'"),
     ({"widths": [[100, 6]]}, "not divisible by num_heads 6"),
     ({"curve_depth": 7}, "curve_depth 7 is not one of the depths"),
+    ({"methods": [{"method": "scratch", "extract_on": "test"}]}, "extract_on must be one of ancestry, target"),
+    ({"methods": [{"method": "scratch", "finetune": {"epoch": 1}}]}, "method 'scratch': finetune"),
 ])
 def test_bad_suite_is_a_one_line_config_error(tmp_path, capsys, changes, message):
     suite = write_suite(tmp_path / "bad.yaml", **changes)
@@ -216,3 +218,41 @@ def test_shipped_suites_are_valid():
         ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train)
     smoke = load_suite("smoke")
     assert len(smoke.seeds) >= 2 and len(smoke.datasets) == 1
+
+
+def test_extract_on_target_and_per_method_finetune_change_only_their_cells(tmp_path):
+    from learngene.bench.suite import plan_cells
+
+    methods = [{"label": "sim", "method": "auto-learngene", "options": {"criterion": "similarity", "k": 1},
+                "extract_on": "target"},
+               {"label": "sim-anc", "method": "auto-learngene", "options": {"criterion": "similarity", "k": 1}},
+               {"label": "scratch-2x", "method": "scratch", "finetune": {"epochs": 4}},
+               {"label": "scratch", "method": "scratch"}]
+    suite = load_suite(str(write_suite(tmp_path / "s.yaml", methods=methods, datasets=["digits", "mnist-5k"])))
+    arch = {"embed_dim": 48, "num_heads": 3}
+    cells, _ = plan_cells(suite, "anc", arch, methods=[m["label"] for m in methods],
+                          datasets=suite.datasets, seeds=[0])
+    genes = {(c.entry.label, c.dataset): c.gene_key for c in cells}
+    assert genes["sim", "digits"] != genes["sim", "mnist-5k"]           # one learngene per target dataset
+    assert genes["sim-anc", "digits"] == genes["sim-anc", "mnist-5k"]   # one for all
+    # the smoke ancestry is trained on digits: extracting on the target digits is the same extraction
+    assert genes["sim-anc", "digits"] == genes["sim", "digits"] != genes["sim", "mnist-5k"]
+    by = {(c.entry.label, c.dataset, c.shape): c for c in cells}
+    twice, once = by["scratch-2x", "digits", (1, 48, 3)], by["scratch", "digits", (1, 48, 3)]
+    assert twice.key != once.key
+    assert suite.finetune_config(0, twice.entry).epochs == 4 and suite.finetune_config(0, once.entry).epochs == 2
+
+
+def test_workers_train_the_same_cells(smoke, tmp_path, capsys):
+    """Two worker processes: every cell trained once, records written, same accuracy as in-process
+    (one thread each there, and the fixture's one thread here)."""
+    _, cache, _ = smoke
+    code, out, _ = run(capsys, "bench", SMOKE, "--methods", "scratch", "--out", tmp_path / "cache",
+                       "--results-dir", tmp_path / "results", "--ancestry", smoke_ancestry(cache), "--workers", "2")
+    assert code == 0 and "4 cells trained, 0 cached, 0 skipped" in out
+    mine = json.loads((tmp_path / "results" / "smoke.json").read_text())["records"]
+    reference = {(r["method"], r["depth"], r["seed"]): r["top1"]
+                 for r in json.loads((smoke[2] / "smoke.json").read_text())["records"]}
+    assert len(mine) == 4
+    for r in mine:
+        assert r["top1"] == pytest.approx(reference[r["method"], r["depth"], r["seed"]], abs=0.02)

@@ -312,3 +312,22 @@ def test_descendant_of_the_auxiliary_shape_reuses_the_condensed_maps(condensed):
     deeper = expand_trainable(condensed, depth=6, seed=0).maps.state_dict()  # other depth: fresh maps
     assert deeper["layer_ffn.0.weight"].shape == (12, 2)
     assert torch.equal(deeper["layer_ffn.0.weight"][:6], interpolation_matrix(2, 6))
+
+
+def test_learngene_expand_trainable_and_fold_go_through_the_registry(drawn, tiny_ancestry):
+    """`gene.expand(trainable=True)` gives the map-carrying module (what the bench and `learngene
+    finetune` train) and `gene.fold` the plain ViT computing the same; methods without maps
+    return the plain ViT for both."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    trainable = drawn.expand(depth=3, num_heads=2, seed=0, trainable=True)
+    assert not isinstance(trainable, VisionTransformer)
+    assert any(name.startswith("maps.") for name, _ in trainable.named_parameters())
+    plain = drawn.fold(trainable.eval())
+    assert isinstance(plain, VisionTransformer) and len(plain.blocks) == 3
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), trainable(x), rtol=1e-4, atol=1e-5)
+    heuristic = learngene.extract("heuristic", tiny_ancestry, k=1)
+    model = heuristic.expand(depth=2, seed=0, trainable=True)
+    assert isinstance(model, VisionTransformer) and heuristic.fold(model) is model

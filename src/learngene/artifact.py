@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from timm.models.vision_transformer import VisionTransformer
 from safetensors.torch import load_file
 
 from ._io import atomic_replace_dir, atomic_save_safetensors, atomic_write_json
@@ -95,27 +96,39 @@ class Learngene:
         return arch
 
     def expand(self, *, depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
-               num_classes: int | None = None, seed: int | None = None, **timm_kwargs: Any) -> torch.nn.Module:
+               num_classes: int | None = None, seed: int | None = None, trainable: bool = False,
+               **timm_kwargs: Any) -> torch.nn.Module:
         """Grow a descendant: a plain timm ``VisionTransformer``.
 
         Shape arguments default to the ancestry's. ``timm_kwargs`` go to the
         VisionTransformer (e.g. ``drop_path_rate=0.1``, ``global_pool='avg'``).
         ``seed`` fixes the random initialisation of whatever the learngene does not provide.
+        ``trainable=True``: for methods whose descendants train extra machinery (PEG's maps),
+        the trainable module; train it, then ``fold`` it into the plain ViT. For every other
+        method it is the plain ViT itself.
         """
         from .registry import get_method
 
         spec = get_method(self.method)
+        build = spec.expand_trainable if trainable and spec.expand_trainable is not None else spec.expand
         arch = self.descendant_arch(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
                                     num_classes=num_classes, **timm_kwargs)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             try:
-                return spec.expand(self, arch)
+                return build(self, arch)
             except KeyError as e:  # a tensor or config entry the method needs is not stored
                 missing = e.args[0] if e.args else e
                 raise ArtifactError(f"this {self.method} learngene lacks {missing!r}, which growing a descendant "
                                     "needs: it is incomplete or inconsistent; re-create it") from None
+
+    def fold(self, descendant: torch.nn.Module) -> torch.nn.Module:
+        """The plain timm ViT a trained ``expand(trainable=True)`` module computes (itself if plain)."""
+        from .registry import get_method
+
+        spec = get_method(self.method)
+        return descendant if spec.fold is None or isinstance(descendant, VisionTransformer) else spec.fold(descendant)
 
     # -- storage -----------------------------------------------------------------------
     def manifest(self) -> dict[str, dict[str, Any]]:

@@ -214,8 +214,10 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     source = Path(model)
     if (source / CONFIG_NAME).is_file():
         gene = load(source)
-        net = gene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=info.num_classes,
-                          seed=cfg.seed)
+        shape = dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=info.num_classes)
+        arch = gene.descendant_arch(**shape)
+        # trainable: PEG-style maps train with the descendant and are folded away before saving
+        net = gene.expand(**shape, seed=cfg.seed, trainable=True)
         origin = {"learngene": str(source), "method": gene.method}
     else:
         if depth or embed_dim or num_heads:
@@ -224,7 +226,8 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         if net.num_classes != info.num_classes:
             net.reset_classifier(info.num_classes)
         origin = {"parent_model": str(source)}
-    train_ds, test_ds = _load_pair(data, arch_of(net), augment=augment)
+        arch = arch_of(net)
+    train_ds, test_ds = _load_pair(data, arch, augment=augment)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_resolved(out_dir, "finetune", dict(model=model, data=data, train=cfg.to_dict(), depth=depth,
@@ -232,6 +235,8 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     result = fit(net, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
     if not is_main_process():
         return
+    if "learngene" in origin:
+        net = gene.fold(net)
     save_model(net, out_dir, data=data, eval_acc=result.eval_acc, **origin,
                cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
                      "wall_time_s": result.wall_time_s})
@@ -337,7 +342,8 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
 
 
 def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = None, seeds: str | None = None,
-              out: str = "runs/bench", results_dir: str = "benchmarks/results", ancestry: str | None = None) -> None:
+              out: str = "runs/bench", results_dir: str = "benchmarks/results", ancestry: str | None = None,
+              workers: int = 1) -> None:
     """Run a benchmark suite: ancestry -> learngenes -> descendants x datasets x seeds, cached per cell.
 
     Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite.
@@ -350,11 +356,12 @@ def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = 
         out: cache folder: ancestry, learngenes, one JSON record per cell.
         results_dir: where the results JSON, markdown table and plots go.
         ancestry: use this ancestry folder instead of training (or reusing) the suite's.
+        workers: train this many cells at once, one process each, torch threads split between them.
     """
     from .bench import bench
 
     bench(suite, methods=methods, datasets=datasets, seeds=seeds, out=out, results_dir=results_dir,
-          ancestry=ancestry)
+          ancestry=ancestry, workers=workers)
 
 
 COMMANDS = {

@@ -31,6 +31,11 @@ class MethodSpec:
     needs_data: bool = False                       # extraction reads (and maybe trains on) data
     describe_shapes: Callable[["Learngene"], str] | None = None  # for `learngene info`
     validate: Callable[["Learngene"], None] | None = None        # extra checks on load
+    # Methods whose descendants train extra machinery (PEG's layer/head maps, Cluster-Learngene's
+    # FFN layer transform) give both: expand_trainable(gene, arch) -> nn.Module to train with
+    # `learngene.train.fit`, and fold(module) -> the plain timm VisionTransformer it computes.
+    expand_trainable: Callable[..., Any] | None = None
+    fold: Callable[[Any], Any] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -43,6 +48,8 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is already registered")
     if not dataclasses.is_dataclass(spec.config_cls):
         raise TypeError(f"{spec.name}: config_cls must be a dataclass")
+    if (spec.expand_trainable is None) != (spec.fold is None):
+        raise TypeError(f"{spec.name}: give both expand_trainable and fold, or neither")
     _METHODS[spec.name] = spec
     return spec
 

@@ -142,7 +142,7 @@ def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, dat
 
     path = genes_dir / f"{entry.method}-{key}"
     if (path / CONFIG_NAME).is_file():
-        return load(path)
+        return load(path), path
     start = time.perf_counter()
     print(f"learngene: extracting {entry.label} ({entry.method} {entry.options}) -> {path}")
     gene = extract(entry.method, ancestry_path, data=data, **entry.options)
@@ -151,7 +151,70 @@ def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, dat
     print(f"learngene: {entry.label} stores {gene.num_parameters:,} parameters; extraction "
           f"{cost.get('samples_seen', 0):,} samples, {float(cost.get('flops', 0)):.3g} FLOPs, "
           f"{time.perf_counter() - start:.0f} s")
-    return gene
+    return gene, path
+
+
+# -- cells: in this process, or in worker processes ---------------------------------------------
+
+_WORKER_CACHE: dict[tuple, Any] = {}  # per process: loaded learngenes and datasets
+
+
+def _cached(key: tuple, make):
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = make()
+    return _WORKER_CACHE[key]
+
+
+def _run_cell(job: tuple, suite: Suite, side: int, chans: int, provenance: dict[str, Any]) -> tuple:
+    """Train one cell and write its record atomically; returns (index, cell, record)."""
+    from ..artifact import load
+    from ..data import load_dataset
+
+    i, cell, gene_path, record_path = job
+    gene = _cached(("gene", str(gene_path)), lambda: load(gene_path))
+    train = _cached(("data", cell.dataset, "train", side, chans),
+                    lambda: load_dataset(cell.dataset, "train", image_size=side, in_chans=chans))
+    test = _cached(("data", cell.dataset, "test", side, chans),
+                   lambda: load_dataset(cell.dataset, "test", image_size=side, in_chans=chans))
+    record = train_cell(cell, gene, train, test, suite.finetune_config(cell.seed, cell.entry), provenance)
+    atomic_write_json(record_path, record)
+    return i, cell, record
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_cells(jobs: list[tuple], suite: Suite, side: int, chans: int, provenance: dict[str, Any], workers: int):
+    """Yield (index, cell, record) as cells finish. ``workers`` > 1: that many processes, the
+    torch threads split between them (on a few cores, one small model per core beats two
+    threads on one model)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _run_cell(job, suite, side, chans, provenance)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = [pool.submit(_run_cell, job, suite, side, chans, provenance) for job in jobs]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def _print_cell(i: int, total: int, cell: Cell, record: dict[str, Any], *, cached: bool) -> None:
+    where = f"[{i}/{total}] {cell.entry.label:>22s} {cell.dataset:>10s} {_shape_text(cell.shape)} seed {cell.seed}"
+    note = " (cached)" if cached else ""
+    if record["status"] == "skipped":
+        print(f"{where}: skipped{note}: {record['reason']}")
+    else:
+        print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s{note}", flush=True)
 
 
 def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -169,10 +232,11 @@ def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, proven
     start = time.perf_counter()
     try:
         model = gene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
-                            num_classes=train.info.num_classes, seed=cell.seed)
+                            num_classes=train.info.num_classes, seed=cell.seed, trainable=True)
     except ConfigError as e:
         return {**record, "status": "skipped", "reason": str(e)}
     result = fit(model, train, test, config, progress=False)
+    model = gene.fold(model)  # PEG-style maps fold away: params counts the plain ViT
     cost = gene.provenance.get("cost", {})
     return {
         **record, "status": "trained",
@@ -197,11 +261,15 @@ def _shape_text(shape: tuple[int, int, int]) -> str:
 def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[str] | None = None,
               seeds: list[int] | None = None, out: str | os.PathLike = "runs/bench",
               results_dir: str | os.PathLike = "benchmarks/results", ancestry: str | None = None,
-              command: str = "learngene bench") -> BenchReport:
-    """Run the selected cells of ``suite`` (all by default), then write the results of every cached cell."""
-    from ..data import load_dataset
+              command: str = "learngene bench", workers: int = 1) -> BenchReport:
+    """Run the selected cells of ``suite`` (all by default), then write the results of every cached cell.
+
+    ``workers``: train that many cells at once in separate processes (results are the same
+    cells; a cell's numbers can differ in the last digits with the thread count)."""
     from ..models import arch_of, load_ancestry
 
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     start = time.perf_counter()
     methods = _select(methods, [m.label for m in suite.methods], "methods")
     datasets = _select(datasets, suite.datasets, "datasets")
@@ -219,39 +287,33 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
         print(f"skipping {label}: {reason}")
 
     provenance = {"ancestry_key": akey, "command": command, "commit": commit, "machine": machine_info()}
-    genes: dict[str, Any] = {}
-    data: dict[str, tuple[Any, Any]] = {}
-    trained = cached = skipped = 0
     print(f"{suite.name}: {len(cells)} cells ({len(methods)} methods x {len(datasets)} datasets x "
           f"{len(suite_shapes(suite, arch))} shapes x {len(seeds)} seeds)")
+    trained = cached = skipped = 0
+    pending: list[tuple[int, Cell]] = []
     for i, cell in enumerate(cells, 1):
-        where = f"[{i}/{len(cells)}] {cell.entry.label:>22s} {cell.dataset:>10s} {_shape_text(cell.shape)} seed {cell.seed}"
         path = cells_dir / f"{cell.key}.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            cached += 1
-            if record["status"] == "skipped":
-                skipped += 1
-                print(f"{where}: skipped (cached): {record['reason']}")
-            else:
-                print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s (cached)")
+        if not path.is_file():
+            pending.append((i, cell))
             continue
-        if cell.gene_key not in genes:
-            genes[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
-                                                         suite.ancestry.data, out / "genes")
-        if cell.dataset not in data:
-            size, chans = _side(arch["img_size"]), int(arch["in_chans"])
-            data[cell.dataset] = (load_dataset(cell.dataset, "train", image_size=size, in_chans=chans),
-                                  load_dataset(cell.dataset, "test", image_size=size, in_chans=chans))
-        train, test = data[cell.dataset]
-        record = train_cell(cell, genes[cell.gene_key], train, test, suite.finetune_config(cell.seed), provenance)
-        atomic_write_json(path, record)
-        if record["status"] == "skipped":
-            skipped += 1
-            print(f"{where}: skipped: {record['reason']}")
-        else:
-            trained += 1
-            print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s")
+        record = json.loads(path.read_text())
+        cached += 1
+        skipped += record["status"] == "skipped"
+        _print_cell(i, len(cells), cell, record, cached=True)
+
+    # learngenes first, in this process (extraction may itself train, e.g. TLEG's distillation)
+    gene_paths: dict[str, Path] = {}
+    for _, cell in pending:
+        if cell.gene_key not in gene_paths:
+            data_name = cell.entry.extraction_data(suite.ancestry.data, cell.dataset)
+            gene_paths[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
+                                                              data_name, out / "genes")[1]
+    jobs = [(i, cell, gene_paths[cell.gene_key], cells_dir / f"{cell.key}.json") for i, cell in pending]
+    side, chans = _side(arch["img_size"]), int(arch["in_chans"])
+    for i, cell, record in _train_cells(jobs, suite, side, chans, provenance, workers):
+        trained += record["status"] == "trained"
+        skipped += record["status"] == "skipped"
+        _print_cell(i, len(cells), cell, record, cached=False)
 
     results = collect_results(suite, cells_dir, akey, arch, ancestry_path, ancestry_meta,
                               seeds=sorted(set(suite.seeds) | set(seeds)), command=command, commit=commit)
@@ -266,7 +328,7 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
 def bench(suite: str, *, methods: str | list[str] | None = None, datasets: str | list[str] | None = None,
           seeds: str | list[int] | None = None, out: str = "runs/bench", results_dir: str = "benchmarks/results",
-          ancestry: str | None = None, command: str | None = None) -> BenchReport:
+          ancestry: str | None = None, command: str | None = None, workers: int = 1) -> BenchReport:
     """Load a suite by name or path and run it (comma-separated selections, as on the CLI)."""
     loaded = load_suite(suite)
     seed_list = None
@@ -278,6 +340,7 @@ def bench(suite: str, *, methods: str | list[str] | None = None, datasets: str |
     if command is None:
         command = " ".join(["learngene bench", suite] + [f"--{flag} {value}" for flag, value in (
             ("methods", methods), ("datasets", datasets), ("seeds", seeds), ("out", out),
-            ("results-dir", results_dir), ("ancestry", ancestry)) if value is not None])
+            ("results-dir", results_dir), ("ancestry", ancestry)) if value is not None]
+            + ([f"--workers {workers}"] if workers != 1 else []))
     return run_suite(loaded, methods=_split(methods), datasets=_split(datasets), seeds=seed_list, out=out,
-                     results_dir=results_dir, ancestry=ancestry, command=command)
+                     results_dir=results_dir, ancestry=ancestry, command=command, workers=workers)

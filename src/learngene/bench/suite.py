@@ -43,6 +43,16 @@ class MethodEntry:
     label: str                                # the name shown in tables, plots and records
     method: str                               # a registered method name
     options: dict[str, Any] = field(default_factory=dict)  # the method's config fields
+    # data the learngene is extracted with: "ancestry" (the ancestry's dataset: one learngene for
+    # every downstream dataset) or "target" (each downstream dataset: one learngene per dataset,
+    # e.g. auto-learngene's similarity criterion, which scores layers on a probe of the target task)
+    extract_on: str = "ancestry"
+    # fine-tuning overrides for this method only (e.g. {epochs: 6} for scratch at twice the budget,
+    # TLEG's claim); the suite's recipe otherwise
+    finetune: dict[str, Any] = field(default_factory=dict)
+
+    def extraction_data(self, suite_data: str, dataset: str) -> str:
+        return dataset if self.extract_on == "target" else suite_data
 
 
 @dataclass
@@ -58,17 +68,20 @@ class Suite:
     curve_depth: int | None = None            # accuracy-vs-epochs plot at this depth; None: every depth
     description: str = ""
 
-    def finetune_config(self, seed: int):
+    def finetune_config(self, seed: int, entry: MethodEntry | None = None):
+        """The TrainConfig of a cell: the suite's recipe, the entry's overrides, the seed."""
         from ..train import TrainConfig
 
-        return TrainConfig.from_dict({**self.finetune, "seed": seed, "checkpoint": False})
+        overrides = entry.finetune if entry is not None else {}
+        return TrainConfig.from_dict({**self.finetune, **overrides, "seed": seed, "checkpoint": False})
 
 
 SUITE_KEYS = {"description": False, "ancestry": True, "methods": True, "depths": True, "widths": False,
               "datasets": True, "finetune": True, "seeds": True, "curve_depth": False}  # key -> required
 ANCESTRY_KEYS = {"preset": False, "data": False, "depth": False, "embed_dim": False, "num_heads": False,
                  "train": False}
-METHOD_KEYS = {"label": False, "method": True, "options": False}
+METHOD_KEYS = {"label": False, "method": True, "options": False, "extract_on": False, "finetune": False}
+EXTRACT_ON = ("ancestry", "target")
 
 
 def _check_keys(values: Any, keys: dict[str, bool], where: str) -> dict[str, Any]:
@@ -136,8 +149,15 @@ def load_suite(name_or_path: str) -> Suite:
         item = _check_keys(item, METHOD_KEYS, f"{where}: methods[{i}]")
         if not isinstance(item["method"], str) or not isinstance(item.get("options", {}), dict):
             raise ConfigError(f"{where}: methods[{i}]: method must be a name and options a mapping")
+        extract_on = item.get("extract_on", "ancestry")
+        if extract_on not in EXTRACT_ON:
+            raise ConfigError(f"{where}: methods[{i}]: extract_on must be one of {', '.join(EXTRACT_ON)}, "
+                              f"got {extract_on!r}")
+        if not isinstance(item.get("finetune", {}), dict):
+            raise ConfigError(f"{where}: methods[{i}]: finetune must be a mapping of TrainConfig fields")
         methods.append(MethodEntry(label=str(item.get("label", item["method"])), method=item["method"],
-                                   options=dict(item.get("options") or {})))
+                                   options=dict(item.get("options") or {}), extract_on=extract_on,
+                                   finetune=dict(item.get("finetune") or {})))
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: method labels must be unique, got {labels}")
@@ -177,10 +197,12 @@ def load_suite(name_or_path: str) -> Suite:
     suite = Suite(name=path.stem, ancestry=ancestry, methods=methods, depths=depths, datasets=list(datasets),
                   seeds=seeds, finetune=dict(finetune), widths=widths, curve_depth=curve_depth,
                   description=str(raw.get("description") or ""))
-    try:
-        suite.finetune_config(seeds[0])
-    except LearngeneError as e:
-        raise ConfigError(f"{where}: finetune: {e}") from None
+    for entry in [None, *methods]:
+        try:
+            suite.finetune_config(seeds[0], entry)
+        except LearngeneError as e:
+            name = "finetune" if entry is None else f"method {entry.label!r}: finetune"
+            raise ConfigError(f"{where}: {name}: {e}") from None
     return suite
 
 
@@ -251,10 +273,10 @@ def plan_cells(suite: Suite, ancestry: str, arch: dict[str, Any], *, methods: li
             unavailable[label] = (f"method {entry.method!r} is not registered in this version "
                                   f"(registered: {', '.join(list_methods())})")
             continue
-        gkey = gene_key(ancestry, entry.method, config, suite.ancestry.data)
         for dataset in datasets:
+            gkey = gene_key(ancestry, entry.method, config, entry.extraction_data(suite.ancestry.data, dataset))
             for shape in suite_shapes(suite, arch):
                 for seed in seeds:
-                    key = cell_key(gkey, dataset, shape, suite.finetune_config(seed).to_dict())
+                    key = cell_key(gkey, dataset, shape, suite.finetune_config(seed, entry).to_dict())
                     cells.append(Cell(entry, dataset, shape, seed, gkey, key))
     return cells, unavailable

@@ -1,3 +1,10 @@
-"""Built-in methods. Importing this package registers each of them."""
+"""Built-in methods. Importing this package registers each of them (one import per line)."""
 
-from . import auto_learngene, heuristic, mimetic, peg, pretrain_finetune, scratch, tleg, weight_selection  # noqa: F401
+from . import scratch  # noqa: F401
+from . import pretrain_finetune  # noqa: F401
+from . import heuristic  # noqa: F401
+from . import auto_learngene  # noqa: F401
+from . import weight_selection  # noqa: F401
+from . import mimetic  # noqa: F401
+from . import tleg  # noqa: F401
+from . import peg  # noqa: F401

@@ -19,6 +19,7 @@ register_method(MethodSpec(
     summary="Gaussian mixtures of the ancestry's heads and FFNs, condensed by distillation; "
             "learned layer/head maps, folded into a plain ViT of any depth and head count",
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
+    expand_trainable=lambda gene, arch: expand_trainable(gene, arch), fold=fold,
 ))
 
 __all__ = ["PAPER_SHAPES", "PegConfig", "PegCondenser", "PegDescendant", "PegMaps", "expand_layers", "expand_trainable",
