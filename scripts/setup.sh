@@ -37,7 +37,7 @@ STAMP=".venv/.learngene-installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   echo "setup: installing learngene-kit and its dependencies into .venv (torch is large: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,attpc,clip]"  # attpc: the AT-TPC simulator (GPL-3), see README; clip: open_clip + transformers
   rm -f .venv/.learngene-installed-*
   touch "$STAMP"
 fi

@@ -17,11 +17,20 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 COMMAND_OF = {"ancestry": "ancestry", "extract": "extract", "finetune": "finetune"}
 
 
+def method_of(path: Path) -> str | None:
+    """extract-<method>[-<variant>].yaml -> the longest registered method name it starts with."""
+    from learngene.registry import list_methods
+
+    rest = path.stem.split("-", 1)[1]
+    names = [m for m in list_methods() if rest == m or rest.startswith(m + "-")]
+    return max(names, key=len) if names else rest
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_preset_resolves(path):
     command = COMMAND_OF[path.stem.split("-")[0]]
     func = COMMANDS[command]
-    positional = {"extract": {"method": path.stem.split("-", 1)[1].split("-")[0]}, "finetune": {"model": "x"}}
+    positional = {"extract": {"method": method_of(path)}, "finetune": {"model": "x"}}
     namespace = argparse.Namespace(_config=str(path), overrides=[], **positional.get(command, {}))
     values = resolve_call(func, namespace)
     extra = values.get("overrides", {})

@@ -59,7 +59,7 @@ def hermetic_env(monkeypatch, tmp_path):
 
 
 def test_list_datasets_names_the_fixed_ones_and_the_pattern():
-    assert list_datasets() == ["fashion-mnist", "mnist-5k", "digits", "imagefolder:PATH"]
+    assert list_datasets() == ["fashion-mnist", "mnist-5k", "digits", "attpc", "imagefolder:PATH"]
 
 
 def test_dataset_info_of_a_fixed_dataset_needs_no_data(hermetic_env):

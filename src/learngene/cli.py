@@ -267,18 +267,24 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
     print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
 
 
-def cmd_info(gene: str, *, json_output: bool = False) -> None:
+def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -> None:
     """Show a learngene: method, stored parameters, provenance, descendant shapes it can produce.
 
     Args:
         gene: learngene folder.
         json_output: print the whole config as JSON instead of a summary.
+        plot: cluster-learngene only: write a PNG of mean attention distance per head and layer,
+            clusters coloured, to this path.
     """
     import math
 
     from .artifact import load
 
     learngene = load(gene)
+    if plot:
+        from .methods.cluster_learngene import plot_attention_distances
+
+        plot = str(plot_attention_distances(learngene, plot))
     if json_output:
         print(json.dumps(learngene.to_config_dict(), indent=2))
         return
@@ -309,6 +315,8 @@ def cmd_info(gene: str, *, json_output: bool = False) -> None:
     print(f"extraction cost:   {samples:,} samples, {flops:.3g} FLOPs")
     print(f"descendants:       {learngene.describe_shapes()}")
     print(f"created:           {prov.get('created')} by {prov.get('library')}")
+    if plot:
+        print(f"plot:              {plot}")
 
 
 def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_epochs: int = 2,

@@ -8,3 +8,7 @@ from . import weight_selection  # noqa: F401
 from . import mimetic  # noqa: F401
 from . import tleg  # noqa: F401
 from . import peg  # noqa: F401
+from . import cluster_learngene  # noqa: F401
+from . import mm_lg  # noqa: F401
+from . import learngene_pool  # noqa: F401
+from . import sn_net  # noqa: F401

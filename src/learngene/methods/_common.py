@@ -9,15 +9,27 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 
 from ..errors import ConfigError
-from ..models import create_vit
-from ..stack import VitStack, to_stack
+from ..stack import VitStack
+from ..stack.init import blank_stack, materialize
 
 Tensors = dict[str, torch.Tensor]
 
 
 def fresh_stack(arch: dict[str, Any]) -> VitStack:
-    """A canonical stack with timm's own random initialisation for ``arch``."""
-    return to_stack(create_vit(arch))
+    """A canonical stack of ``arch`` with every tensor freshly initialised.
+
+    timm's init distributions, each tensor drawn from its own generator seeded from the
+    global torch RNG (``stack/init.py``): one random draw per weight, and the same values
+    a ``blank_stack`` gets for the tensors it leaves to ``from_stack``. Not the numbers
+    ``create_vit(arch)`` draws after the same seed: use ``to_stack(create_vit(arch))``
+    where that matters (baselines that must match scratch bit for bit).
+
+    Growing a descendant that overwrites most tensors? Use ``blank_stack(arch)`` instead:
+    it initialises only what is left when ``from_stack`` builds the model.
+    """
+    stack = blank_stack(arch)
+    materialize(stack)
+    return stack
 
 
 def pack(prefix: str, tensors: Tensors) -> Tensors:
@@ -138,13 +150,14 @@ def check_inherited_layers(gene, layers: list[int]) -> None:
 def grow_with_inherited_layers(gene, arch: dict[str, Any], layers: list[int], positions: list[int]):
     """A descendant of ``arch`` whose blocks at ``positions`` are the stored ancestry ``layers``.
 
-    Every other block is timm-initialised; the stem is inherited (and fitted) when stored,
-    the final norm and classifier when stored and the label space matches.
+    Every other block is freshly initialised with timm's distributions (only those: the
+    inherited blocks are never drawn, see ``blank_stack``); the stem is inherited (and
+    fitted) when stored, the final norm and classifier when stored and the label space matches.
     """
     from ..stack import from_stack
 
     ancestry = gene.ancestry_arch
-    stack = fresh_stack(arch)
+    stack = blank_stack(arch)
     for layer, position in zip(layers, positions):
         inherited = unpack(f"blocks.{layer}", gene.tensors)
         if set(inherited) != set(stack.blocks[position]):

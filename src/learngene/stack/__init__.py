@@ -6,6 +6,8 @@ bit-exactly.
 """
 
 from .canonical import BLOCK_KEYS, HEAD_KEYS, STEM_KEYS, VitStack
+from .init import blank_stack, materialize
 from .timm_vit import from_stack, to_stack, vit_arch
 
-__all__ = ["VitStack", "to_stack", "from_stack", "vit_arch", "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]
+__all__ = ["VitStack", "to_stack", "from_stack", "vit_arch", "blank_stack", "materialize",
+           "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]

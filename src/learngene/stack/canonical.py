@@ -46,12 +46,16 @@ class VitStack:
 
     Tensors may alias the source model's parameters (no copy is made by ``to_stack``):
     methods must build new tensors rather than modify these in place, or call ``clone()``.
+
+    A stack from ``blank_stack`` holds meta-device placeholders (shape and dtype only)
+    until they are replaced or ``materialize``d; ``init_seed`` seeds their fresh values.
     """
 
     arch: dict[str, Any]
     stem: Tensors = field(default_factory=dict)
     blocks: list[Tensors] = field(default_factory=list)
     head: Tensors = field(default_factory=dict)
+    init_seed: int | None = None  # seeds the fresh init of meta placeholders (see stack/init.py)
 
     @property
     def depth(self) -> int:
@@ -75,7 +79,8 @@ class VitStack:
 
     def clone(self) -> "VitStack":
         copy = lambda d: {k: v.detach().clone() for k, v in d.items()}  # noqa: E731
-        return VitStack(dict(self.arch), copy(self.stem), [copy(b) for b in self.blocks], copy(self.head))
+        return VitStack(dict(self.arch), copy(self.stem), [copy(b) for b in self.blocks], copy(self.head),
+                        self.init_seed)
 
     def num_parameters(self, part: str = "all") -> int:
         """Parameter count of 'stem', 'blocks', 'head' or 'all'."""

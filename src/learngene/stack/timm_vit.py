@@ -141,18 +141,41 @@ def to_stack(model: VisionTransformer) -> VitStack:
     return state_dict_to_stack(state, arch)
 
 
+def _storage_ptrs(stack: VitStack) -> set[int]:
+    """Storage addresses of the stack's real tensors (meta placeholders have none)."""
+    parts = (stack.stem, stack.head, *stack.blocks)
+    return {t.untyped_storage().data_ptr() for part in parts for t in part.values() if t.device.type != "meta"}
+
+
 def from_stack(stack: VitStack, *, requires_grad: bool = True) -> VisionTransformer:
     """Build a timm VisionTransformer holding exactly the stack's tensors (copied).
 
-    The module is created on the meta device and the tensors assigned, so no random
-    initialisation is spent on weights that are overwritten at once.
+    Meta placeholders left in the stack (see ``blank_stack``) are initialised first, with
+    timm's distributions (``materialize``); the caller's stack is not modified. The module
+    is created on the meta device (without timm's init) and the tensors assigned, so no
+    random initialisation is spent on weights that are overwritten at once, and every
+    weight is copied once: tensors the caller's stack holds are cloned, tensors made here
+    (fused q/k/v, fresh placeholders) are used as they are.
     """
+    from .init import materialize
+
     try:
         stack.validate()
     except ValueError as e:
         raise ConfigError(f"invalid stack: {e}") from None
-    state = {k: v.detach().clone() for k, v in stack_to_state_dict(stack).items()}
-    model = VisionTransformer(**stack.arch, device="meta")
+    callers = _storage_ptrs(stack)
+    filled = VitStack(dict(stack.arch), dict(stack.stem), [dict(b) for b in stack.blocks], dict(stack.head),
+                      stack.init_seed)
+    try:
+        materialize(filled)  # only the placeholders: the caller's dicts are untouched
+    except ValueError as e:
+        raise ConfigError(f"invalid stack: {e}") from None
+    state = {k: v.detach().clone() if v.untyped_storage().data_ptr() in callers else v.detach()
+             for k, v in stack_to_state_dict(filled).items()}
+    init_mode = stack.arch.get("weight_init", "")
+    model = VisionTransformer(**{**stack.arch, "weight_init": "skip"}, device="meta")
+    if hasattr(model, "weight_init_mode"):  # what a later model.init_weights() uses: as if built with arch
+        model.weight_init_mode = "reset" if init_mode == "skip" else init_mode
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -10,8 +10,11 @@ processes with B/N each see exactly the same samples at every step.
 "Tensor datasets" -- anything with ``.images`` float [N,C,H,W] and ``.labels`` int64 [N]
 tensors (the learngene.data registry's pre-tensorized datasets), or a 2-tensor
 ``TensorDataset`` -- are indexed directly: no DataLoader, no workers, no collation.
-Any other map-style Dataset of (image, label) goes through a DataLoader driven by the
-same index lists.
+Training on CUDA, such a dataset is copied to the GPU once when it takes at most a
+quarter of the free GPU memory (batches are then gathered there: no host-to-device copy
+per step); otherwise each gathered batch is put in pinned memory so that its copy to the
+GPU is asynchronous. Any other map-style Dataset of (image, label) goes through a
+DataLoader driven by the same index lists (``pin_memory`` on CUDA, ``num_workers``).
 """
 
 from __future__ import annotations
@@ -51,10 +54,15 @@ def epoch_batches(
     return list(grid[:, rank * local : (rank + 1) * local].unbind(0))
 
 
+# A tensor dataset moves to the GPU when it takes at most this share of the free GPU memory.
+DEVICE_RESIDENT_SHARE = 0.25
+
+
 class TensorSource:
     """Direct indexing of in-memory tensors (the fast path)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Callable | None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Callable | None,
+                 device: torch.device | None = None):
         if images.dim() != 4:
             raise ConfigError(f"dataset images must be [N,C,H,W], got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -64,6 +72,18 @@ class TensorSource:
         self.images = images if images.is_floating_point() else images.float()
         self.labels = labels.long()
         self.augment = augment
+        self.pin_memory = False
+        if device is not None and device.type == "cuda":
+            self._place_on(device)
+
+    def _place_on(self, device: torch.device) -> None:
+        """Keep the tensors on the GPU if they fit the budget, else pin each batch (see module doc)."""
+        nbytes = self.images.nbytes + self.labels.nbytes
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        if nbytes <= DEVICE_RESIDENT_SHARE * free_bytes:
+            self.images, self.labels = self.images.to(device), self.labels.to(device)
+        else:
+            self.pin_memory = True
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -77,10 +97,12 @@ class TensorSource:
     def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
                 worker_seed: int = 0) -> Iterator[Batch]:
         for idx in index_lists:
-            x = self.images[idx]  # [b,C,H,W], a gathered copy
+            x, y = self.images[idx], self.labels[idx]  # [b,C,H,W] and [b], gathered copies (on the GPU if resident)
             if self.augment is not None and aug_gen is not None:
                 x = self.augment(x, aug_gen)
-            yield x, self.labels[idx]
+            if self.pin_memory:  # page-locked: the loop's .to(device, non_blocking=True) is then asynchronous
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x, y
 
 
 class LoaderSource:
@@ -127,16 +149,19 @@ class LoaderSource:
             yield x, torch.as_tensor(y).long()
 
 
-def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False) -> TensorSource | LoaderSource:
+def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False,
+              device: torch.device | None = None) -> TensorSource | LoaderSource:
+    """The batch source for ``data``. ``device``: where training runs (a CUDA device lets a
+    tensor dataset live on the GPU, see the module doc); ``pin_memory`` applies to DataLoaders."""
     # Batch augmentation hook of learngene.data datasets: augment_batch(images [b,C,H,W],
     # generator) -> images. Skipped when the dataset says augment=False.
     augment = getattr(data, "augment_batch", None)
     augment = augment if callable(augment) and getattr(data, "augment", None) is not False else None
     images, labels = getattr(data, "images", None), getattr(data, "labels", None)
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        return TensorSource(images, labels, augment)
+        return TensorSource(images, labels, augment, device)
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
-        return TensorSource(data.tensors[0], data.tensors[1], augment)
+        return TensorSource(data.tensors[0], data.tensors[1], augment, device)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         return LoaderSource(data, num_workers=num_workers, pin_memory=pin_memory,  # type: ignore[arg-type]
                             augment=augment)

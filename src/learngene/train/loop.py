@@ -36,6 +36,9 @@ from learngene.train.optim import build_optimizer, lr_at
 log = logging.getLogger("learngene.train")
 
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# loss_fn(model, images, labels) -> (loss, logits [b, K], targets [b]): replaces the classification loss
+# (e.g. a contrastive loss); logits/targets only feed the accuracy metric.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -99,16 +102,22 @@ def _is_comm_error(e: BaseException) -> bool:
 
 
 @torch.no_grad()
-def _evaluate_source(model, source, *, batch_size: int, device, amp: str, info: D.DistInfo) -> dict[str, float]:
-    """Top-1 accuracy and mean plain cross-entropy (no label smoothing) over every sample."""
+def _evaluate_source(model, source, *, batch_size: int, device, amp: str, info: D.DistInfo,
+                     loss_fn: LossFn | None = None) -> dict[str, float]:
+    """Top-1 accuracy and mean plain cross-entropy (no label smoothing) over every sample
+    (with ``loss_fn``: its mean loss and the accuracy of its logits against its targets)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, count]
     with torch.inference_mode(), _autocast(amp, device):
         for x, y in eval_batches(source, batch_size=batch_size, rank=info.rank, world_size=info.world_size):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = _check_logits(model(x)).float()  # [b, K]
-            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            if loss_fn is not None:
+                loss, logits, y = loss_fn(model, x, y)
+                sums[0] += loss.float() * y.numel()
+            else:
+                logits = _check_logits(model(x)).float()  # [b, K]
+                sums[0] += F.cross_entropy(logits, y, reduction="sum")
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += y.numel()
     model.train(was_training)
@@ -145,7 +154,7 @@ def evaluate(
         info = D.DistInfo(r, w, r, dev, False)
     else:
         info = D.DistInfo(0, 1, 0, dev, False)
-    source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda")
+    source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda", device=dev)
     return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=amp, info=info)
 
 
@@ -158,6 +167,7 @@ def fit(
     out_dir: str | Path | None = None,
     teacher: nn.Module | None = None,
     extra_loss: ExtraLoss | None = None,
+    loss_fn: LossFn | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
@@ -171,6 +181,11 @@ def fit(
     extra_loss  ``extra_loss(model, images, labels, logits) -> scalar tensor``, added to the
                 loss each step (feature-level losses). ``model`` is the unwrapped module;
                 make the term a mean over the local batch so DDP stays exact.
+    loss_fn     ``loss_fn(model, images, labels) -> (loss, logits [b,K], targets [b])`` replaces
+                the classification loss (and the eval loss) for other objectives, e.g. CLIP's
+                contrastive loss (learngene.clip). ``model`` is the module to call (the DDP
+                wrapper under torchrun), its output may be anything; the model/label checks
+                are skipped and logits/targets only feed the accuracy metric.
     out_dir     if given (rank 0 writes): checkpoint.pt (each epoch), metrics.jsonl,
                 model.safetensors and train_summary.json. A fresh run overwrites them.
     resume      continue from out_dir/checkpoint.pt (bitwise-exact at the epoch
@@ -188,6 +203,9 @@ def fit(
         raise ConfigError("a teacher was given but config.distill is 'none'; set distill='soft' or 'hard'")
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)")
+    if loss_fn is not None and teacher is not None:
+        raise ConfigError("loss_fn replaces the classification/distillation loss: run any teacher inside loss_fn "
+                          "instead of passing teacher=")
     info = D.setup(cfg.device)
     teacher_was_training = teacher.training if teacher is not None else False
     model_was_training = model.training
@@ -196,7 +214,7 @@ def fit(
         try:
             result = _fit(model, train_data, eval_data, cfg, info=info,
                           out_dir=None if out_dir is None else Path(out_dir), teacher=teacher, extra_loss=extra_loss,
-                          resume=resume, progress=progress)
+                          loss_fn=loss_fn, resume=resume, progress=progress)
             ok = True
             return result
         except Exception as e:
@@ -222,7 +240,7 @@ def fit(
 
 
 def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, out_dir: Path | None,
-         teacher, extra_loss, resume: bool, progress: bool) -> TrainResult:
+         teacher, extra_loss, resume: bool, progress: bool, loss_fn: LossFn | None = None) -> TrainResult:
     device, world = info.device, info.world_size
     write = info.is_main and out_dir is not None  # only rank 0 touches files
 
@@ -231,8 +249,9 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the {world} processes")
     local_bs = cfg.batch_size // world
     pin = device.type == "cuda"
-    train_src = as_source(train_data, num_workers=cfg.num_workers, pin_memory=pin)
-    eval_src = None if eval_data is None else as_source(eval_data, num_workers=cfg.num_workers, pin_memory=pin)
+    train_src = as_source(train_data, num_workers=cfg.num_workers, pin_memory=pin, device=device)
+    eval_src = None if eval_data is None else as_source(eval_data, num_workers=cfg.num_workers, pin_memory=pin,
+                                                        device=device)
     steps_per_epoch = len(train_src) // cfg.batch_size  # the last incomplete global batch is dropped
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -247,9 +266,9 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         teacher.to(device).eval()
     sample = train_src.sample()  # [1,C,H,W]
     fwd_flops, out = count_forward(model, sample)  # one eval-mode forward: FLOPs, output kind, classes
-    num_classes = _check_logits(out).shape[1]
+    num_classes = _check_logits(out).shape[1] if loss_fn is None else None  # loss_fn: any output
     max_label = train_src.max_label()
-    if max_label is not None and max_label >= num_classes:
+    if num_classes is not None and max_label is not None and max_label >= num_classes:
         raise ConfigError(f"train_data has label {max_label} but the model outputs {num_classes} classes")
     teacher_flops = forward_flops_per_sample(teacher, sample) if teacher is not None else 0
     flops_per_train_sample = 3 * fwd_flops + teacher_flops  # forward + backward (~2x forward) + teacher forward
@@ -327,15 +346,18 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
                 group["lr"] = lr
 
             with _autocast(cfg.amp, device):
-                logits = _check_logits(ddp(images))  # [b, K]
-                teacher_logits = None
-                if teacher is not None:
-                    with torch.inference_mode():
-                        t = teacher(images)
-                    # clone outside inference mode: inference tensors cannot be saved for backward
-                    teacher_logits = _check_logits(t).clone()
-                loss = train_loss(logits, labels, label_smoothing=cfg.label_smoothing, distill=cfg.distill,
-                                  teacher_logits=teacher_logits, alpha=cfg.distill_alpha, tau=cfg.distill_tau)
+                if loss_fn is not None:  # another objective: its loss, and logits/targets for the metric
+                    loss, logits, labels = loss_fn(ddp, images, labels)
+                else:
+                    logits = _check_logits(ddp(images))  # [b, K]
+                    teacher_logits = None
+                    if teacher is not None:
+                        with torch.inference_mode():
+                            t = teacher(images)
+                        # clone outside inference mode: inference tensors cannot be saved for backward
+                        teacher_logits = _check_logits(t).clone()
+                    loss = train_loss(logits, labels, label_smoothing=cfg.label_smoothing, distill=cfg.distill,
+                                      teacher_logits=teacher_logits, alpha=cfg.distill_alpha, tau=cfg.distill_tau)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model, images, labels, logits)
 
@@ -394,7 +416,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             "wall_time": None,
         }
         if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=cfg.amp, info=info)
+            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=cfg.amp, info=info,
+                                  loss_fn=loss_fn)
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
         history.append(record)

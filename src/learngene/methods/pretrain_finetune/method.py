@@ -12,7 +12,8 @@ from typing import Any
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...stack import from_stack, to_stack
-from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from ...stack.init import blank_stack
+from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
 
 
 @dataclass
@@ -46,7 +47,7 @@ def expand(gene: Learngene, arch: dict[str, Any]):
         if float(arch[key]) != float(ancestry[key]):
             raise ConfigError(f"pretrain-finetune can only rebuild the ancestry: {key} must be {ancestry[key]}, "
                               f"got {arch[key]}; use heuristic, weight-selection or tleg for other shapes")
-    stack = fresh_stack(arch)
+    stack = blank_stack(arch)  # placeholders: from_stack initialises only what is not inherited
     stack.stem.update(fit_stem(unpack("stem", gene.tensors), ancestry, arch))
     for i in range(stack.depth):
         stack.blocks[i] = unpack(f"blocks.{i}", gene.tensors)

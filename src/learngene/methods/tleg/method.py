@@ -74,6 +74,7 @@ from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.timm_vit import stack_to_state_dict
+from ...stack.init import blank_stack
 from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
 from .config import TlegConfig
 from .narrow import narrow_stack
@@ -279,7 +280,7 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     """A timm ViT of ``arch['depth']`` blocks from the learngene (pooling forced to avg, no class token)."""
     ancestry = gene.ancestry_arch
     arch = {**arch, **TLEG_HEAD}
-    target = fresh_stack(arch)  # timm init for whatever the learngene does not give (e.g. a new head)
+    target = blank_stack(arch)  # timm-distributed init (by from_stack) for what the learngene does not give
     source = gene_stack(gene.tensors, tleg_arch(ancestry, int(arch["depth"])))
     if (target.embed_dim, target.num_heads, target.mlp_hidden) != (source.embed_dim, source.num_heads, source.mlp_hidden):
         source = narrow_stack(source, target.embed_dim, target.num_heads, target.mlp_hidden)

@@ -70,7 +70,8 @@ import torch
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...stack import from_stack, to_stack
-from .._common import Tensors, copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from ...stack.init import blank_stack
+from .._common import Tensors, copy_head_if_same_labels, fit_stem, pack, unpack
 from .config import WeightSelectionConfig
 
 # Canonical tensors whose every axis is the embedding axis D (selected with ``e``).
@@ -211,7 +212,7 @@ def _select_block(src: Tensors, selection: str, e: torch.Tensor, fi: torch.Tenso
 def expand(gene: Learngene, arch: dict[str, Any]):
     ancestry = gene.ancestry_arch
     selection = gene.config["selection"]
-    stack = fresh_stack(arch)
+    stack = blank_stack(arch)  # placeholders: from_stack initialises only what is not selected
     d, h, f = stack.embed_dim, stack.num_heads, stack.mlp_hidden
     _check_fits(gene, stack.depth, d, h, f)
     D, H, hd, F = _ancestry_sizes(gene)

@@ -1,0 +1,332 @@
+"""Speed of the work users wait for: training (plain and distillation), extraction, expansion.
+
+One run on one machine reports, part by part (``--only`` picks parts; each writes
+``<out-dir>/perf-<part>.json`` with the machine and the command):
+
+- ``matmul``   the machine's measured matmul FLOP/s (fp32 on CPU, bf16 on CUDA): the
+               denominator of model FLOPs utilisation (MFU).
+- ``trainer``  ``learngene.train.fit`` images/s against a bare PyTorch loop on the same
+               model, batch and data (``benchmarks/trainer_vs_bare.py``'s two loops),
+               alternating for ``--repeats`` rounds; median ratio (target >= 0.95); achieved
+               training FLOP/s (3 x forward FLOPs x images/s) and MFU; peak memory.
+- ``distill``  the same with a teacher (soft distillation, as TLEG/PEG extraction trains
+               its auxiliary model): the teacher runs under inference mode in both loops.
+- ``expand``   for every registered method: time to extract its learngene from a
+               ``--expand-preset`` ancestry (default DeiT-B shape, random weights; methods
+               that train get one distillation step on a few random images) and to expand
+               it to a descendant of the ancestry's shape; the descendant's size and the
+               peak extra memory (RSS) while expanding, relative to the descendant's
+               weights (about 1x: nothing held twice). Target: under 1 s for 86M parameters.
+
+On CUDA, training runs with bf16 autocast (``amp=auto``) and the data lives on the GPU
+(both loops); ``--compile`` wraps both models in ``torch.compile``. timm's attention uses
+PyTorch's fused ``scaled_dot_product_attention`` (reported as ``fused_attn``).
+
+    python benchmarks/perf.py                                  # everything, defaults (minutes)
+    python benchmarks/perf.py --only expand --methods heuristic,tleg
+    python benchmarks/perf.py --only trainer --model deit-small --batch 64 --device cuda
+    python benchmarks/perf.py --tiny --out-dir /tmp/perf       # seconds: proves it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import dataclasses
+import gc
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import learngene  # noqa: E402
+from learngene._io import atomic_write_json  # noqa: E402
+from learngene.models import create_vit, vit_kwargs  # noqa: E402
+from learngene.registry import get_method, list_methods  # noqa: E402
+from learngene.train.flops import forward_flops_per_sample  # noqa: E402
+from trainer_vs_bare import bare_loop, fit_run  # noqa: E402
+
+PARTS = ("matmul", "trainer", "distill", "expand")
+
+
+# ---- measuring ----------------------------------------------------------------------------
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "device": str(device), "loadavg_at_start": list(os.getloadavg()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak extra memory of a block: CUDA's allocator peak on CUDA; on CPU the resident set
+    size, sampled every millisecond by a thread (torch releases the GIL in its kernels)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_extra = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        self.base, self.peak, self.stop = _rss_bytes(), _rss_bytes(), threading.Event()
+
+        def sample():
+            while not self.stop.is_set():
+                self.peak = max(self.peak, _rss_bytes())
+                time.sleep(0.001)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_extra = torch.cuda.max_memory_allocated(self.device) - self.base
+        else:
+            self.stop.set()
+            self.thread.join()
+            self.peak_extra = max(self.peak, _rss_bytes()) - self.base
+        return False
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS baselines are clean."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peak numbers may then include reused memory
+        pass
+
+
+def matmul_flops(device: torch.device, size: int, repeats: int = 5) -> dict:
+    """Best FLOP/s of a square matmul (bf16 on CUDA, fp32 on CPU): what the machine can do."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return {"size": size, "dtype": str(dtype).removeprefix("torch."), "flops_per_s": 2 * size**3 / best}
+
+
+# ---- parts --------------------------------------------------------------------------------
+def _model_and_data(args, device: torch.device):
+    arch = vit_kwargs(args.model)
+    images_n = args.batch * args.steps_per_epoch
+    g = torch.Generator().manual_seed(0)
+    side = arch["img_size"]
+    images = torch.randn(images_n, arch["in_chans"], side, side, generator=g)  # [N,C,H,W], in memory
+    labels = torch.randint(0, arch["num_classes"], (images_n,), generator=g)
+    torch.manual_seed(0)
+    return create_vit(arch), arch, images, labels
+
+
+def training_part(args, device: torch.device, matmul: dict | None, *, distill: bool) -> dict:
+    """fit vs the bare loop (with a teacher when ``distill``), alternating; medians."""
+    base, arch, images, labels = _model_and_data(args, device)
+    teacher = copy.deepcopy(base).to(device).eval() if distill else None
+    data = TensorDataset(images, labels)  # fit copies it to the GPU itself when it fits
+    images_dev, labels_dev = images.to(device), labels.to(device)
+    amp = device.type == "cuda"
+    steps = args.steps_per_epoch * args.epochs
+    lr = 1e-3
+
+    def prepared():
+        model = copy.deepcopy(base).to(device)
+        return torch.compile(model) if args.compile else model
+
+    def run_bare(seed):
+        return bare_loop(prepared(), images_dev, labels_dev, batch=args.batch, steps=steps, lr=lr, seed=seed,
+                         device=str(device), amp=amp, teacher=teacher)
+
+    def run_fit(seed):
+        return fit_run(prepared(), data, batch=args.batch, epochs=args.epochs, lr=lr, seed=seed,
+                       device=str(device), amp="auto", teacher=teacher)
+
+    def measured(run, seed):
+        with PeakMemory(device) as mem:
+            out = run(seed)
+        return out, mem.peak_extra
+
+    run_bare(0), run_fit(0)  # warm-up (allocator, thread pools, compilation): discarded
+    rows = []
+    for r in range(args.repeats):  # alternate the order so drift in machine speed hits both alike
+        if r % 2 == 0:
+            (bare, bare_mem), (fitted, fit_mem) = measured(run_bare, r), measured(run_fit, r)
+        else:
+            (fitted, fit_mem), (bare, bare_mem) = measured(run_fit, r), measured(run_bare, r)
+        fit_w, _, fit_inner = fitted
+        imgs = steps * args.batch
+        rows.append({"bare_images_per_s": imgs / bare[0], "fit_images_per_s": imgs / fit_w,
+                     "ratio": bare[0] / fit_w, "fit_steady_images_per_s": fit_inner,
+                     "bare_peak_extra_mib": bare_mem / 2**20, "fit_peak_extra_mib": fit_mem / 2**20})
+        print(f"  repeat {r}: bare {rows[-1]['bare_images_per_s']:.1f} img/s, fit {rows[-1]['fit_images_per_s']:.1f} "
+              f"img/s, ratio {rows[-1]['ratio']:.3f}", flush=True)
+    med = lambda k: statistics.median(row[k] for row in rows)  # noqa: E731
+    fwd = forward_flops_per_sample(base, images[:1])
+    teacher_fwd = fwd if distill else 0
+    achieved = (3 * fwd + teacher_fwd) * med("fit_images_per_s")
+    return {
+        "model": args.model, "arch": arch, "params": sum(p.numel() for p in base.parameters()),
+        "fused_attn": bool(getattr(base.blocks[0].attn, "fused_attn", False)),
+        "batch_size": args.batch, "steps_per_repeat": steps, "repeats": args.repeats, "amp": "bf16" if amp else "off",
+        "compile": args.compile, "teacher": "a copy of the model, inference mode" if distill else None,
+        "forward_flops_per_sample": fwd,
+        "rows": rows,
+        "median_bare_images_per_s": med("bare_images_per_s"), "median_fit_images_per_s": med("fit_images_per_s"),
+        "median_ratio": med("ratio"), "target_ratio": 0.95,
+        "achieved_train_flops_per_s": achieved,
+        "mfu": achieved / matmul["flops_per_s"] if matmul else None,
+        "peak_extra_memory_mib": {"fit": max(r["fit_peak_extra_mib"] for r in rows),
+                                  "bare": max(r["bare_peak_extra_mib"] for r in rows)},
+        "notes": "ratio = fit images/s / bare images/s (wall clock, whole fit() call incl. setup); training FLOPs "
+                 "= 3 x forward (+ the teacher's forward); mfu = achieved / measured matmul FLOP/s",
+    }
+
+
+def _tiny_extraction(spec, ancestry_arch: dict, n: int) -> tuple[dict, TensorDataset | None]:
+    """Options and data that make extraction quick: methods that train get one step of batch n."""
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    options = {}
+    if spec.needs_data or "epochs" in fields:
+        options.update({k: v for k, v in dict(epochs=1, batch_size=n, warmup_epochs=0.0).items() if k in fields})
+    g = torch.Generator().manual_seed(0)
+    side = ancestry_arch["img_size"]
+    data = TensorDataset(torch.randn(n, ancestry_arch["in_chans"], side, side, generator=g),
+                         torch.randint(0, ancestry_arch["num_classes"], (n,), generator=g))
+    return options, (data if spec.needs_data or "epochs" in fields else None)
+
+
+def expand_part(args) -> dict:
+    """Extract each method's learngene from a random ancestry and expand it to the ancestry's shape (CPU)."""
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    ancestry = create_vit(args.expand_preset)
+    build_s = time.perf_counter() - t0
+    arch = vit_kwargs(args.expand_preset)
+    params = sum(p.numel() for p in ancestry.parameters())
+    print(f"  ancestry {args.expand_preset}: {params:,} parameters, built in {build_s:.2f} s", flush=True)
+    methods = args.methods.split(",") if args.methods else list_methods()
+    rows = []
+    for name in methods:
+        spec = get_method(name)
+        options, data = _tiny_extraction(spec, arch, args.extract_batch)
+        row = {"method": name, "extract_options": options}
+        try:
+            t0 = time.perf_counter()
+            gene = learngene.extract(name, ancestry, data=data, **options)
+            row["extract_s"] = time.perf_counter() - t0
+            row["stored_params"] = gene.num_parameters
+            _release_freed_memory()  # so that the RSS the expansion grows is its own
+            with PeakMemory(torch.device("cpu")) as mem:
+                t0, c0 = time.perf_counter(), time.process_time()
+                child = gene.expand(seed=0)
+                row["expand_s"], row["expand_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+            child_bytes = sum(p.numel() * p.element_size() for p in child.parameters())
+            row.update(descendant_params=sum(p.numel() for p in child.parameters()),
+                       expand_peak_extra_mib=mem.peak_extra / 2**20, descendant_mib=child_bytes / 2**20,
+                       expand_peak_over_descendant=mem.peak_extra / child_bytes)
+            del gene, child
+        except Exception as e:  # one method failing must not hide the others' numbers
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        rows.append(row)
+        shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items() if k != "extract_options"}
+        print(f"  {shown}", flush=True)
+    return {"ancestry_preset": args.expand_preset, "ancestry_params": params, "ancestry_build_s": build_s,
+            "descendant": "the ancestry's shape (gene.expand(seed=0))", "rows": rows, "target_expand_s": 1.0,
+            "notes": "extraction of training methods = one distillation step on random images of batch "
+                     f"{args.extract_batch} (timing of the non-training work + one step); expand_peak_extra = "
+                     "peak RSS growth while expanding (sampled each ms); ~1x the descendant = no second copy; "
+                     "expand_cpu_s = process CPU time (all threads; steadier than wall time on a shared machine)"}
+
+
+# ---- main ---------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
+    ap.add_argument("--model", default="vit-mini", help="preset of the training parts (vit-mini, deit-small, ...)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps-per-epoch", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models of the training parts")
+    ap.add_argument("--matmul-size", type=int, default=0, help="0: 2048 on CPU, 8192 on CUDA")
+    ap.add_argument("--expand-preset", default="deit-base", help="ancestry (= descendant) shape of the expand part")
+    ap.add_argument("--methods", default="", help="comma-separated methods of the expand part (default: all)")
+    ap.add_argument("--extract-batch", type=int, default=2, help="images of the one extraction step of training methods")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--tiny", action="store_true", help="smallest settings (prove that it runs; numbers mean nothing)")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    if args.tiny:
+        args.batch, args.steps_per_epoch, args.epochs, args.repeats = 8, 2, 2, 1
+        args.matmul_size = args.matmul_size or 256
+        if args.expand_preset == "deit-base":
+            args.expand_preset = "vit-mini"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        ap.error(f"unknown part(s) {unknown}; choose among {', '.join(PARTS)}")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
+    out_dir = Path(args.out_dir)
+
+    matmul = None
+    if "matmul" in parts or {"trainer", "distill"} & set(parts):
+        matmul = matmul_flops(device, args.matmul_size or (8192 if device.type == "cuda" else 2048))
+        print(f"matmul: {matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({matmul['dtype']}, n={matmul['size']})", flush=True)
+    for part in parts:
+        print(f"{part}:", flush=True)
+        if part == "matmul":
+            result = matmul
+        elif part in ("trainer", "distill"):
+            result = training_part(args, device, matmul, distill=part == "distill")
+            print(f"  median ratio {result['median_ratio']:.3f}, fit {result['median_fit_images_per_s']:.1f} img/s, "
+                  f"MFU {result['mfu']:.3f}", flush=True)
+        else:
+            result = expand_part(args)
+        record = {"benchmark": f"perf-{part}", "command": command,
+                  "machine": machine_info(device if part != "expand" else torch.device("cpu")),
+                  "tiny": args.tiny, "result": result}
+        record["machine"]["loadavg_at_end"] = list(os.getloadavg())
+        path = out_dir / f"perf-{part}.json"
+        atomic_write_json(path, record)
+        print(f"  -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""CLIP models for learngene: the CPU preset, contrastive training through ``fit``, evaluation
+(zero-shot accuracy, retrieval recall@K), loading an ancestry, and the image tower as a plain
+timm ViT classifier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._io import atomic_write_json
+from ..errors import ConfigError
+from .data import CaptionPairs, CaptionTokenizer
+from .loss import ContrastiveClip, contrastive_loss_fn
+from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
+from .stack import ClipStack, clip_arch
+
+
+def clip_mini_arch(vocab_size: int, *, image_layers: int = 6, text_layers: int = 6, width: int = 96,
+                   heads: int = 6, embed_dim: int = 64, context_length: int = 16) -> dict[str, Any]:
+    """The CPU-scale CLIP: a vit-mini-like image tower (28x28, patch 7, width 96, 6 heads, grey
+    images repeated to 3 channels) and a text tower of the same width (so blocks can be shared)."""
+    return clip_arch({
+        "embed_dim": embed_dim, "act": "gelu",
+        "image": {"image_size": 28, "patch_size": 7, "in_chans": 3, "width": width, "layers": image_layers,
+                  "heads": heads, "mlp_ratio": 4.0},
+        "text": {"context_length": context_length, "vocab_size": vocab_size, "width": width, "layers": text_layers,
+                 "heads": heads, "mlp_ratio": 4.0},
+    })
+
+
+def train_clip(model: nn.Module, pairs: CaptionPairs, config, *, out_dir: str | Path | None = None,
+               progress: bool = False):
+    """Contrastive training of an open_clip-like model on caption pairs through ``learngene.train.fit``
+    (DDP under torchrun). ``config`` is a ``TrainConfig`` (label_smoothing/distill are unused)."""
+    from ..train import fit
+
+    wrapped = ContrastiveClip(model, pairs.tokens)
+    return fit(wrapped, pairs.pairs, None, config, out_dir=out_dir, loss_fn=contrastive_loss_fn, progress=progress)
+
+
+# -- evaluation ---------------------------------------------------------------------------
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+          batch_size: int = 512) -> torch.Tensor:
+    """L2-normalised embeddings of images [N,C,H,W] (grey repeated to 3) or tokens [M,S] -> [N, E]."""
+    was_training = model.training
+    model.eval()
+    out = []
+    data = images if images is not None else tokens
+    for part in data.split(batch_size):
+        if images is not None:
+            part = part.expand(-1, 3, -1, -1) if part.shape[1] == 1 else part
+            out.append(model.encode_image(part, normalize=True))
+        else:
+            out.append(model.encode_text(part, normalize=True))
+    model.train(was_training)
+    return torch.cat(out).float()
+
+
+def class_text_embeddings(model: nn.Module, pairs: CaptionPairs) -> torch.Tensor:
+    """[K, E]: per class, the normalised mean of its captions' embeddings (prompt ensembling)."""
+    texts = embed(model, tokens=pairs.tokens)  # [M, E]
+    K = len(pairs.class_names)
+    means = torch.stack([texts[pairs.caption_class == c].mean(0) for c in range(K)])
+    return torch.nn.functional.normalize(means, dim=-1)
+
+
+def evaluate_clip(model: nn.Module, pairs: CaptionPairs, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Zero-shot top-1 and retrieval recall@K (see ``learngene.clip.data``: a hit = same meaning).
+
+    image->text: each image against the distinct captions; text->image: each image's caption
+    against all images, a hit when one of the top K images has that caption's meaning.
+    """
+    images = embed(model, images=pairs.images)  # [N, E]
+    texts = embed(model, tokens=pairs.tokens)  # [M, E]
+    out: dict[str, float] = {}
+    classes = class_text_embeddings(model, pairs)
+    out["zero_shot_acc"] = float(((images @ classes.t()).argmax(1) == pairs.labels).float().mean())
+    meaning_of_image = pairs.caption_meaning[pairs.caption_ids]  # [N]
+    i2t = (images @ texts.t()).topk(max(ks), dim=1).indices  # [N, k] caption indices
+    i2t_hit = pairs.caption_meaning[i2t] == meaning_of_image[:, None]
+    t2i = (texts[pairs.caption_ids] @ images.t()).topk(max(ks), dim=1).indices  # [N, k] image indices
+    t2i_hit = meaning_of_image[t2i] == meaning_of_image[:, None]
+    for k in ks:
+        out[f"i2t_r@{k}"] = float(i2t_hit[:, :k].any(1).float().mean())
+        out[f"t2i_r@{k}"] = float(t2i_hit[:, :k].any(1).float().mean())
+        out[f"r@{k}"] = (out[f"i2t_r@{k}"] + out[f"t2i_r@{k}"]) / 2
+    return out
+
+
+# -- ancestry loading ---------------------------------------------------------------------
+ANCESTRY_FILES = ("clip_arch.json", "model.safetensors", "tokenizer.json")
+
+
+def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: str | Path) -> Path:
+    """A local CLIP ancestry folder: arch, open_clip weights, and the compact tokenizer table."""
+    from .._io import atomic_save_safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = stack_to_open_clip(stack)
+    atomic_save_safetensors(folder / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
+    atomic_write_json(folder / "tokenizer.json", {"vocab_ids": tokenizer.vocab_ids,
+                                                  "context_length": tokenizer.context_length})
+    atomic_write_json(folder / "clip_arch.json", stack.arch)
+    return folder
+
+
+def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]:
+    """A CLIP ancestry as (canonical stack, tokenizer or None) from:
+
+    - an ``open_clip.CLIP`` or ``transformers.CLIPModel`` instance;
+    - a folder written by ``save_clip_ancestry`` (local files, offline);
+    - ``"open_clip:<model>/<pretrained>"`` (e.g. ``open_clip:ViT-B-32/openai``, online) or
+      ``"hf:<repo id or local folder>"`` (``CLIPModel.from_pretrained``; online unless local).
+    Pretrained models use the full BPE vocabulary (tokenizer None: use open_clip.tokenize).
+    """
+    from .hf_adapter import hf_to_stack
+
+    if isinstance(source, nn.Module):
+        try:
+            return open_clip_to_stack(source), None
+        except ConfigError:
+            return hf_to_stack(source), None
+    if isinstance(source, (str, Path)) and Path(source).is_dir() and (Path(source) / "clip_arch.json").exists():
+        from safetensors.torch import load_file
+
+        folder = Path(source)
+        arch = clip_arch(json.loads((folder / "clip_arch.json").read_text()))
+        model = build_open_clip(arch)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        tok = json.loads((folder / "tokenizer.json").read_text())
+        return open_clip_to_stack(model), CaptionTokenizer(tok["vocab_ids"], tok["context_length"])
+    if isinstance(source, str) and source.startswith("open_clip:"):
+        import open_clip
+
+        name, _, pretrained = source.removeprefix("open_clip:").partition("/")
+        model = open_clip.create_model(name, pretrained=pretrained or None)
+        return open_clip_to_stack(model), None
+    if isinstance(source, str) and source.startswith("hf:"):
+        from transformers import CLIPModel
+
+        return hf_to_stack(CLIPModel.from_pretrained(source.removeprefix("hf:"))), None
+    raise ConfigError(f"cannot load a CLIP ancestry from {source!r}: pass a model, a folder with clip_arch.json, "
+                      "'open_clip:<model>/<pretrained>' or 'hf:<repo or folder>'")
+
+
+# -- the image tower as a timm classifier -------------------------------------------------
+def image_classifier_arch(arch: dict[str, Any], num_classes: int, *, depth: int | None = None,
+                          in_chans: int = 1) -> dict[str, Any]:
+    """timm VisionTransformer kwargs computing the CLIP image tower (+ a classifier): class-token
+    pooling, pre-norm (CLIP's ln_pre; timm then drops the patch bias), final norm = ln_post."""
+    img = clip_arch(arch)["image"]
+    return dict(img_size=img["image_size"], patch_size=img["patch_size"], in_chans=in_chans, num_classes=num_classes,
+                global_pool="token", embed_dim=img["width"], depth=img["layers"] if depth is None else depth,
+                num_heads=img["heads"], mlp_ratio=img["mlp_ratio"], qkv_bias=True, class_token=True,
+                pre_norm=True, fc_norm=False, final_norm=True)
+
+
+def image_tower_to_timm(stack: ClipStack, num_classes: int, *, in_chans: int = 1,
+                        class_embeddings: torch.Tensor | None = None):
+    """A timm ``VisionTransformer`` whose features are the CLIP image tower's (before projection).
+
+    ``in_chans=1``: the patch filter summed over the 3 channels (exact for grey images repeated
+    to 3). ``class_embeddings`` [K, E] (normalised class text embeddings): the classifier is
+    initialised to ``T W_proj`` [K, D], whose argmax is exactly CLIP's zero-shot prediction
+    (the image embedding's norm is a positive per-image factor); else timm's init.
+    Departure: timm's LayerNorm eps is 1e-6, CLIP's 1e-5 (a ~1e-6 relative difference).
+    """
+    import timm.models.vision_transformer as tvit
+
+    from ..stack.timm_vit import stack_to_state_dict
+    from ..stack import VitStack
+
+    arch = image_classifier_arch(stack.arch, num_classes, depth=len(stack.image.blocks), in_chans=in_chans)
+    model = tvit.VisionTransformer(**arch)
+    base = {k: v for k, v in arch.items() if k != "pre_norm"}
+    blocks_state = stack_to_state_dict(VitStack(arch=base, blocks=stack.image.blocks))
+    patch = stack.image.stem["patch.weight"]  # [D, 3, p, p]
+    if in_chans != patch.shape[1]:
+        if in_chans != 1:
+            raise ConfigError(f"in_chans must be 1 or {patch.shape[1]}, got {in_chans}")
+        patch = patch.sum(1, keepdim=True)
+    state = dict(model.state_dict())
+    state.update(blocks_state)
+    state.update({"patch_embed.proj.weight": patch, "cls_token": stack.image.stem["cls_token"],
+                  "pos_embed": stack.image.stem["pos_embed"], "norm_pre.weight": stack.image.stem["norm_pre.weight"],
+                  "norm_pre.bias": stack.image.stem["norm_pre.bias"], "norm.weight": stack.image.head["norm.weight"],
+                  "norm.bias": stack.image.head["norm.bias"]})
+    if class_embeddings is not None:
+        state["head.weight"] = class_embeddings.float() @ stack.image.head["proj.weight"]  # [K, E] x [E, D]
+        state["head.bias"] = torch.zeros(num_classes)
+    model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()}, strict=True)
+    return model
+
+
+def open_clip_from_stack(stack: ClipStack) -> nn.Module:
+    return stack_to_open_clip(stack)

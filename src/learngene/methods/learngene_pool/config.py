@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+
+MAX_STUDENTS = 8  # the paper uses 2-3; more only multiplies the distillation cost
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def check_widths(method: str, widths, num_heads) -> None:
+    """Widths: strictly increasing positive integers (narrowest first); heads: one per width, dividing it."""
+    if widths is not None:
+        if not isinstance(widths, list) or not 2 <= len(widths) <= MAX_STUDENTS or not all(
+                _is_int(w) and w >= 1 for w in widths):
+            raise ConfigError(f"{method} widths must be a list of 2 to {MAX_STUDENTS} positive integers, got {widths!r}")
+        if any(a >= b for a, b in zip(widths, widths[1:])):
+            raise ConfigError(f"{method} widths must be strictly increasing (narrowest first), got {widths}")
+    if num_heads is not None:
+        if widths is None:
+            raise ConfigError(f"{method} num_heads needs widths (one head count per width)")
+        if not isinstance(num_heads, list) or len(num_heads) != len(widths) or not all(
+                _is_int(h) and h >= 1 for h in num_heads):
+            raise ConfigError(f"{method} num_heads must be a list of {len(widths)} positive integers, got {num_heads!r}")
+        for w, h in zip(widths, num_heads):
+            if w % h:
+                raise ConfigError(f"{method}: width {w} is not divisible by {h} heads; choose num_heads among "
+                                  f"{[d for d in range(1, w + 1) if w % d == 0][:12]}")
+
+
+def check_training(method: str, config) -> None:
+    """The shared training fields: epochs (0 = untrained), batch, lr, decay, warmup, seed, device."""
+    if not _is_int(config.epochs) or config.epochs < 0:
+        raise ConfigError(f"{method} epochs must be an integer >= 0 (0 = no training), got {config.epochs!r}")
+    if not _is_int(config.batch_size) or config.batch_size < 1:
+        raise ConfigError(f"{method} batch_size must be an integer >= 1, got {config.batch_size!r}")
+    if not _is_int(config.seed) or config.seed < 0:
+        raise ConfigError(f"{method} seed must be an integer >= 0, got {config.seed!r}")
+    if not _is_num(config.lr) or config.lr <= 0:
+        raise ConfigError(f"{method} lr must be a number > 0, got {config.lr!r}")
+    for name in ("weight_decay", "warmup_epochs"):
+        if not _is_num(getattr(config, name)) or getattr(config, name) < 0:
+            raise ConfigError(f"{method} {name} must be a number >= 0, got {getattr(config, name)!r}")
+    if config.epochs and config.warmup_epochs > config.epochs:
+        raise ConfigError(f"{method} warmup_epochs ({config.warmup_epochs}) must not exceed epochs ({config.epochs})")
+    if not isinstance(config.device, str) or not config.device:
+        raise ConfigError(f"{method} device must be 'auto' or a torch device such as 'cpu', got {config.device!r}")
+    for name in ("lr", "weight_decay", "warmup_epochs"):
+        setattr(config, name, float(getattr(config, name)))  # JSON/YAML ints -> floats
+
+
+@dataclass
+class LearngenePoolConfig:
+    """How the pool's students are distilled from the ancestry (Shi et al., AAAI 2024).
+
+    Paper and reference code (superselll/learngenepool, MindSpore): 2-3 students of 6 or 9
+    blocks at DeiT-Ti/S/B widths distilled from DeiT-B, loss a*CE + (1-a)*(KD + MSE on
+    matched block outputs + MSE on matched attention outputs) through learnable
+    teacher->student linear maps, a = 0.1, T = 1, students' blocks (2, 5, 8) matched to the
+    teacher's (3, 7, 11); 100 ImageNet epochs. The training defaults here are the library's
+    small-ViT defaults (as for tleg/peg), not DeiT's recipe.
+    """
+
+    widths: list[int] | None = None     # students' widths, narrowest first; None = D/4, D/2, D (DeiT-Ti/S/B from DeiT-B)
+    num_heads: list[int] | None = None  # heads per student; None = the ancestry's head size, as near as divides
+    depth: int | None = None            # blocks per student (one depth for all: the stitching window needs it); None = L/2
+    matches: list[list[int]] | None = None  # [[student block, teacher block], ...]; None = the paper's rule, scaled
+    loss_alpha: float = 0.1             # a: loss = a CE + (1 - a) (KD + block MSE + attention MSE) (paper: 0.1)
+    distill_tau: float = 1.0            # T of the soft KD term (paper: 1)
+    epochs: int = 10                    # distillation epochs per student over `data` (0 = untrained students, for tests)
+    batch_size: int = 128               # global batch of each distillation run
+    lr: float = 1e-3                    # AdamW peak lr (warmup then cosine, learngene.train's schedule)
+    weight_decay: float = 0.05          # AdamW decay on matrices (students and maps)
+    warmup_epochs: float = 1.0          # linear warmup length in epochs
+    seed: int = 0                       # seeds the students' and maps' initialisation and the runs
+    device: str = "auto"                # "auto" (CUDA if available), "cpu", "cuda:0"...
+
+    def __post_init__(self) -> None:
+        check_widths("learngene-pool", self.widths, self.num_heads)
+        if self.depth is not None and (not _is_int(self.depth) or self.depth < 1):
+            raise ConfigError(f"learngene-pool depth must be a positive integer, got {self.depth!r}")
+        if self.matches is not None:
+            ok = isinstance(self.matches, list) and len(self.matches) >= 1 and all(
+                isinstance(m, list) and len(m) == 2 and all(_is_int(i) and i >= 0 for i in m) for m in self.matches)
+            if not ok:
+                raise ConfigError("learngene-pool matches must be a non-empty list of [student block, teacher block] "
+                                  f"pairs of integers >= 0, e.g. [[2, 3], [5, 7], [8, 11]]; got {self.matches!r}")
+            if len({m[0] for m in self.matches}) != len(self.matches):
+                raise ConfigError(f"learngene-pool matches repeat a student block: {self.matches}")
+        if not _is_num(self.loss_alpha) or not 0 <= self.loss_alpha <= 1:
+            raise ConfigError(f"learngene-pool loss_alpha must be a number in [0, 1], got {self.loss_alpha!r}")
+        if not _is_num(self.distill_tau) or self.distill_tau <= 0:
+            raise ConfigError(f"learngene-pool distill_tau must be a number > 0, got {self.distill_tau!r}")
+        self.loss_alpha, self.distill_tau = float(self.loss_alpha), float(self.distill_tau)
+        check_training("learngene-pool", self)
+
+    @property
+    def needs_data(self) -> bool:
+        return self.epochs > 0

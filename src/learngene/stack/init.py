@@ -1,0 +1,166 @@
+"""Fresh tensors for a ``VitStack`` with timm's init distributions, drawn only where needed.
+
+Growing a descendant used to build a whole timm model (timm's random init on every weight:
+two random draws per weight, ~2 s at DeiT-B on one CPU core) and then overwrite most of
+it with the learngene. Here a stack is first *blank*: every tensor is a meta-device
+placeholder (a shape and dtype, no memory). The method puts in what the learngene
+provides; ``materialize`` (called by ``from_stack``) initialises only what is left.
+
+Distributions: timm's default ``VisionTransformer`` init (``weight_init=''``), per
+canonical key (D = embed_dim, fan_in = C * p * p of the patch filter):
+
+    stem.patch.weight, stem.patch.bias  U(-1/sqrt(fan_in), 1/sqrt(fan_in))  (PyTorch's Conv2d
+                                         default, kaiming_uniform a=sqrt(5); timm keeps it)
+    stem.pos_embed                      trunc_normal(std 0.02, at +-2)
+    stem.cls_token                      normal(std 1e-6)
+    q/k/v/proj/fc1/fc2 weights, head.head.weight   trunc_normal(std 0.02, at +-2)
+    every bias of a Linear              0
+    norm weights / biases               1 / 0
+    ls1.gamma, ls2.gamma                init_values
+
+trunc_normal(std 0.02) truncated at +-2 (timm's absolute bounds = 100 std) is drawn as a
+normal clamped at +-2: the same distribution (the bounds are never reached), and normal_
+is the fastest sampler on CPU.
+
+Random stream (a departure from timm's): each tensor has its own generator, seeded from
+``(stack.init_seed, tensor name)``; ``init_seed`` is one draw from the global torch RNG
+when the stack is made, so ``torch.manual_seed`` (``Learngene.expand(seed=...)``) still
+fixes everything. A fresh tensor's values therefore do not depend on which other
+tensors the learngene provides, nor on the order of initialisation -- but they are not
+the numbers ``timm.VisionTransformer(**arch)`` would draw after the same seed. Where that
+exact stream matters (the scratch baseline, mimetic init), use the timm model itself.
+
+Architectures whose init this table does not describe (``weight_init`` other than the
+default, ``fix_init``, custom layers) get timm's own model instead (``blank_stack``
+returns it fully initialised; nothing is a placeholder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from .canonical import Tensors, VitStack
+
+# VisionTransformer arguments besides the architecture keys that leave the init alone.
+_INIT_NEUTRAL_KEYS = frozenset({
+    "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
+})
+LINEAR_WEIGHTS = frozenset({"q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight",
+                            "head.weight"})
+ZERO_BIASES = frozenset({"q.bias", "k.bias", "v.bias", "proj.bias", "fc1.bias", "fc2.bias", "head.bias",
+                         "norm1.bias", "norm2.bias", "norm.bias"})
+NORM_WEIGHTS = frozenset({"norm1.weight", "norm2.weight", "norm.weight"})
+LAYER_SCALES = frozenset({"ls1.gamma", "ls2.gamma"})
+STEM_RULES = frozenset({"patch.weight", "patch.bias", "pos_embed", "cls_token"})
+TRUNC_STD = 0.02       # timm's trunc_normal_(std=.02), bounds a=-2, b=2 (absolute)
+TRUNC_BOUND = 2.0
+CLS_TOKEN_STD = 1e-6   # timm: nn.init.normal_(cls_token, std=1e-6)
+
+
+def _arch_key(arch: dict[str, Any]) -> str:
+    return json.dumps(arch, sort_keys=True, default=repr)
+
+
+def has_table_init(arch: dict[str, Any]) -> bool:
+    """True when timm's init of ``arch`` is exactly the table above (the default init of a
+    plain ViT); False for anything else (then use timm's model)."""
+    from ..models import ARCH_KEYS
+
+    unknown = set(arch) - set(ARCH_KEYS) - _INIT_NEUTRAL_KEYS
+    return not unknown
+
+
+@lru_cache(maxsize=32)
+def _shapes(arch_json: str) -> tuple[dict, list[dict], dict]:
+    """{canonical key: (shape, dtype)} of stem, blocks and head, read from a meta-device timm model."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .timm_vit import state_dict_to_stack
+
+    arch = json.loads(arch_json)
+    model = VisionTransformer(**arch, device="meta", weight_init="skip")
+    stack = state_dict_to_stack(model.state_dict(), arch)
+    spec = lambda d: {k: (tuple(t.shape), t.dtype) for k, t in d.items()}  # noqa: E731
+    return spec(stack.stem), [spec(b) for b in stack.blocks], spec(stack.head)
+
+
+def blank_stack(arch: dict[str, Any]) -> VitStack:
+    """A stack of ``arch`` whose tensors are meta placeholders (no memory, no random draws yet).
+
+    Draws ``init_seed`` from the global torch RNG. Replace placeholders with real tensors
+    freely; ``materialize`` (or ``from_stack``) initialises the rest. For an architecture
+    without table init (see ``has_table_init``) the stack is timm's own model, initialised.
+    """
+    from ..models import create_vit
+    from .timm_vit import to_stack
+
+    arch = dict(arch)
+    if not has_table_init(arch):
+        return to_stack(create_vit(arch))
+    try:
+        arch_json = _arch_key(arch)
+        stem, blocks, head = _shapes(arch_json)
+    except TypeError:  # an argument timm does not know: let create_vit raise its ConfigError
+        return to_stack(create_vit(arch))
+    make = lambda spec: {k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in spec.items()}  # noqa: E731
+    seed = int(torch.randint(0, 2**62, ()).item())
+    return VitStack(arch=arch, stem=make(stem), blocks=[make(b) for b in blocks], head=make(head), init_seed=seed)
+
+
+def tensor_seed(init_seed: int, name: str) -> int:
+    """The generator seed of the fresh tensor ``name`` ('stem.pos_embed', 'blocks.3.fc1.weight', ...)."""
+    digest = hashlib.blake2b(f"{init_seed}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits
+
+
+def init_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: dict[str, Any],
+                generator: torch.Generator) -> torch.Tensor:
+    """One fresh tensor for canonical ``key`` (a stem, block or head key), by the table above."""
+    out = torch.empty(shape, dtype=dtype)
+    if key in LINEAR_WEIGHTS or key == "pos_embed":
+        return out.normal_(0.0, TRUNC_STD, generator=generator).clamp_(-TRUNC_BOUND, TRUNC_BOUND)
+    if key in ZERO_BIASES:
+        return out.zero_()
+    if key in NORM_WEIGHTS:
+        return out.fill_(1.0)
+    if key in LAYER_SCALES:
+        return out.fill_(float(arch["init_values"]))
+    if key == "cls_token":
+        return out.normal_(0.0, CLS_TOKEN_STD, generator=generator)
+    if key in ("patch.weight", "patch.bias"):
+        patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
+        fan_in = int(arch.get("in_chans", 3)) * int(patch[0]) * int(patch[1])
+        bound = 1.0 / math.sqrt(fan_in)
+        return out.uniform_(-bound, bound, generator=generator)
+    raise KeyError(f"no initialisation rule for {key!r}")
+
+
+def _fill(part: Tensors, prefix: str, arch: dict[str, Any], init_seed: int) -> list[str]:
+    done = []
+    for key, t in part.items():
+        if t.device.type == "meta":
+            name = f"{prefix}.{key}"
+            generator = torch.Generator().manual_seed(tensor_seed(init_seed, name))
+            part[key] = init_tensor(key, tuple(t.shape), t.dtype, arch, generator)
+            done.append(name)
+    return done
+
+
+def materialize(stack: VitStack) -> list[str]:
+    """Initialise every meta placeholder of ``stack`` in place; return the names initialised."""
+    has_meta = any(t.device.type == "meta" for part in (stack.stem, stack.head, *stack.blocks) for t in part.values())
+    if not has_meta:
+        return []
+    if stack.init_seed is None:
+        raise ValueError("the stack holds meta placeholders but no init_seed: make it with blank_stack")
+    done = _fill(stack.stem, "stem", stack.arch, stack.init_seed)
+    for i, block in enumerate(stack.blocks):
+        done += _fill(block, f"blocks.{i}", stack.arch, stack.init_seed)
+    done += _fill(stack.head, "head", stack.arch, stack.init_seed)
+    return done
