@@ -31,7 +31,7 @@ from learngene.clip.model import class_text_embeddings, image_classifier_arch, i
 from learngene.data import dataset_info
 from learngene.methods.mm_lg import MmlgConfig, expand_clip, extract_clip
 from learngene.methods.mm_lg.tleg_towers import expand_tleg_towers, extract_tleg_towers
-from learngene.train import TrainConfig, evaluate, fit
+from learngene.train import TrainConfig, fit
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 import pytest
-import yaml
 
 from learngene._cli_args import resolve_call
 from learngene.cli import COMMANDS

@@ -196,3 +196,23 @@ def distill_from_ancestry(student: torch.nn.Module, ancestry: torch.nn.Module, t
     finally:
         ancestry.to(ancestry_device)
     return result, {k: getattr(result, k) for k in DISTILL_SUMMARY_FIELDS}
+
+
+def split_holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(train, held-out) parts of ``data``; tensor datasets stay tensor datasets."""
+    if fraction == 0:
+        return data, None
+    n = len(data)
+    n_eval = int(round(n * fraction))
+    if n_eval < 1 or n_eval >= n:
+        raise ConfigError(f"holdout={fraction} of {n} samples leaves an empty part; change holdout")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    eval_idx, train_idx = perm[:n_eval], perm[n_eval:]
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        pick = lambda idx: torch.utils.data.TensorDataset(images[idx], labels[idx])  # noqa: E731
+    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+        pick = lambda idx: torch.utils.data.TensorDataset(*(t[idx] for t in data.tensors))  # noqa: E731
+    else:
+        pick = lambda idx: torch.utils.data.Subset(data, idx.tolist())  # noqa: E731
+    return pick(train_idx), pick(eval_idx)

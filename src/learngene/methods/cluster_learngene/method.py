@@ -67,20 +67,18 @@ from collections import Counter
 from typing import Any
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.func import functional_call
+from timm.models.vision_transformer import VisionTransformer
 
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
-from ...stack.timm_vit import stack_to_state_dict
 from ...train.flops import forward_flops_per_sample
 from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
 from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
 from ..peg.maps import _mlp, _set_split, along
-from ..tleg.method import _parameterless, _register
+from .._computed import ComputedViT
 from ..weight_selection.method import uniform_indices
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
 from .config import ClusterLearngeneConfig
@@ -249,7 +247,7 @@ def _build(gene: Learngene, arch: dict[str, Any]) -> "ClusterDescendant":
     return ClusterDescendant(arch, blocks=blocks, ffns=ffns, members=members, stem=target.stem, head=target.head)
 
 
-class ClusterDescendant(nn.Module):
+class ClusterDescendant(ComputedViT):
     """A trainable Cluster-Learngene descendant: its own attention tensors and norms per block
     (``blocks.<j>.*``), the kept FFNs (``ffn.<l>.*``) and their layer transforms
     (``transforms.<l>``: 1 -> n layers), stem and head; it runs a parameter-less timm ViT of
@@ -259,24 +257,15 @@ class ClusterDescendant(nn.Module):
 
     def __init__(self, arch: dict[str, Any], *, blocks: list[Tensors], ffns: dict[int, Tensors],
                  members: dict[int, list[int]], stem: Tensors, head: Tensors):
-        super().__init__()
-        self.arch = dict(arch)
+        groups = {**{f"blocks.{j}": b for j, b in enumerate(blocks)}, **{f"ffn.{l}": f for l, f in ffns.items()},
+                  "stem": stem, "head": head}
+        super().__init__(arch, groups)
         self.members = {int(kept): list(layers) for kept, layers in members.items()}
-        groups = [(f"blocks.{j}", b) for j, b in enumerate(blocks)] + [(f"ffn.{l}", f) for l, f in ffns.items()]
-        for prefix, tensors in groups + [("stem", stem), ("head", head)]:
-            for name, tensor in sorted(tensors.items()):
-                _register(self, f"{prefix}.{name}", tensor.detach().clone())
         self.transforms = nn.ModuleDict()
         for kept, layers in self.members.items():
             transform = _mlp(1, len(layers), "split")
             _set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
             self.transforms[str(kept)] = transform
-        self.template = _parameterless(self.arch)
-
-    def group(self, prefix: str) -> Tensors:
-        """This module's parameters under ``prefix.``, with the prefix removed."""
-        start = prefix + "."
-        return {k[len(start):]: p for k, p in self.named_parameters() if k.startswith(start)}
 
     def stack(self) -> VitStack:
         """The descendant's canonical stack (differentiable in every parameter)."""
@@ -288,13 +277,6 @@ class ClusterDescendant(nn.Module):
                 for position, j in enumerate(layers):
                     blocks[j][key] = expanded[position]
         return VitStack(arch=dict(self.arch), stem=self.group("stem"), blocks=blocks, head=self.group("head"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,K]
-        # Weights are computed in full precision (as ``fold`` computes them), even under the
-        # trainer's bf16 autocast; only the ViT itself runs under autocast.
-        with torch.autocast(x.device.type, enabled=False):
-            state = stack_to_state_dict(self.stack())
-        return functional_call(self.template, state, (x,))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

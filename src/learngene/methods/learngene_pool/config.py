@@ -1,19 +1,11 @@
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ...errors import ConfigError
+from .._checks import check_training, is_int as _is_int, is_num as _is_num
 
 MAX_STUDENTS = 8  # the paper uses 2-3; more only multiplies the distillation cost
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
 def check_widths(method: str, widths, num_heads) -> None:
@@ -34,27 +26,6 @@ def check_widths(method: str, widths, num_heads) -> None:
             if w % h:
                 raise ConfigError(f"{method}: width {w} is not divisible by {h} heads; choose num_heads among "
                                   f"{[d for d in range(1, w + 1) if w % d == 0][:12]}")
-
-
-def check_training(method: str, config) -> None:
-    """The shared training fields: epochs (0 = untrained), batch, lr, decay, warmup, seed, device."""
-    if not _is_int(config.epochs) or config.epochs < 0:
-        raise ConfigError(f"{method} epochs must be an integer >= 0 (0 = no training), got {config.epochs!r}")
-    if not _is_int(config.batch_size) or config.batch_size < 1:
-        raise ConfigError(f"{method} batch_size must be an integer >= 1, got {config.batch_size!r}")
-    if not _is_int(config.seed) or config.seed < 0:
-        raise ConfigError(f"{method} seed must be an integer >= 0, got {config.seed!r}")
-    if not _is_num(config.lr) or config.lr <= 0:
-        raise ConfigError(f"{method} lr must be a number > 0, got {config.lr!r}")
-    for name in ("weight_decay", "warmup_epochs"):
-        if not _is_num(getattr(config, name)) or getattr(config, name) < 0:
-            raise ConfigError(f"{method} {name} must be a number >= 0, got {getattr(config, name)!r}")
-    if config.epochs and config.warmup_epochs > config.epochs:
-        raise ConfigError(f"{method} warmup_epochs ({config.warmup_epochs}) must not exceed epochs ({config.epochs})")
-    if not isinstance(config.device, str) or not config.device:
-        raise ConfigError(f"{method} device must be 'auto' or a torch device such as 'cpu', got {config.device!r}")
-    for name in ("lr", "weight_decay", "warmup_epochs"):
-        setattr(config, name, float(getattr(config, name)))  # JSON/YAML ints -> floats
 
 
 @dataclass

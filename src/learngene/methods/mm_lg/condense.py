@@ -22,6 +22,7 @@ from ...clip.open_clip_adapter import OPEN_CLIP_TABLE, build_open_clip
 from ...clip._tables import clip_stack_to_state_dict
 from ...clip.stack import TOWERS, ClipStack, Tower
 from .._common import pack, unpack
+from .._computed import register_nested, strip_parameters
 
 Tensors = dict[str, torch.Tensor]
 BlockRule = Callable[[Tensors, str, int], list[Tensors]]
@@ -43,16 +44,6 @@ def build_stack(tensors: Tensors, rule: BlockRule, arch: dict[str, Any]) -> Clip
     return ClipStack(arch=arch, image=towers["image"], text=towers["text"], logit_scale=tensors["logit_scale"])
 
 
-def _register(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    *path, leaf = name.split(".")
-    module = root
-    for part in path:
-        if part not in module._modules:
-            module.add_module(part, nn.Module())
-        module = module._modules[part]
-    module.register_parameter(leaf, nn.Parameter(tensor))
-
-
 class CondensedClip(nn.Module):
     """An open_clip CLIP whose every weight is computed from learngene parameters (named as the
     artifact's tensors, so ``learngene_tensors()`` is the learngene). ``forward(image, text)``
@@ -63,13 +54,10 @@ class CondensedClip(nn.Module):
         self.arch, self.rule = arch, rule
         self.gene = nn.Module()
         for name, tensor in sorted(tensors.items()):
-            _register(self.gene, name, tensor.detach().clone())
+            register_nested(self.gene, name, tensor.detach().clone())
         template = build_open_clip(arch)  # keeps its buffers (causal mask); parameters removed
         self._shapes = {k: v.shape for k, v in template.state_dict().items()}
-        for module in template.modules():
-            for name in [n for n, p in module._parameters.items() if p is not None]:
-                del module._parameters[name]
-        self.template = template
+        self.template = strip_parameters(template, buffers=False)
 
     def learngene_tensors(self) -> Tensors:
         return dict(self.gene.named_parameters())

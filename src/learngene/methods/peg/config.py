@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ...errors import ConfigError
+from .._checks import check_distillation, check_training, is_int
 
 DISTRIBUTIONS = ("gaussian", "softmax", "uniform")
 RESAMPLE = ("epoch", "once")
@@ -75,12 +75,6 @@ class PegConfig:
         return self.epochs > 0
 
     def __post_init__(self) -> None:
-        def is_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v) -> bool:
-            return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
         for name in ("learngene_heads", "learngene_layers"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
@@ -88,26 +82,5 @@ class PegConfig:
         for name, choices in (("distribution", DISTRIBUTIONS), ("resample", RESAMPLE), ("map_form", MAP_FORMS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"peg {name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if not is_int(self.epochs) or self.epochs < 0:
-            raise ConfigError(f"peg epochs must be an integer >= 0, got {self.epochs!r}")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError(f"peg batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"peg seed must be an integer >= 0, got {self.seed!r}")
-        if not is_num(self.lr) or self.lr <= 0:
-            raise ConfigError(f"peg lr must be a number > 0, got {self.lr!r}")
-        for name in ("weight_decay", "warmup_epochs"):
-            if not is_num(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"peg {name} must be a number >= 0, got {getattr(self, name)!r}")
-        if self.epochs and self.warmup_epochs > self.epochs:
-            raise ConfigError(f"peg warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
-        if not is_num(self.distill_alpha) or not 0 <= self.distill_alpha <= 1:
-            raise ConfigError(f"peg distill_alpha must be a number in [0, 1], got {self.distill_alpha!r}")
-        if not is_num(self.distill_tau) or self.distill_tau <= 0:
-            raise ConfigError(f"peg distill_tau must be a number > 0, got {self.distill_tau!r}")
-        if not is_num(self.holdout) or not 0 <= self.holdout < 1:
-            raise ConfigError(f"peg holdout must be a fraction in [0, 1), got {self.holdout!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"peg device must be 'auto' or a torch device such as 'cpu', got {self.device!r}")
-        for name in ("lr", "weight_decay", "warmup_epochs", "distill_alpha", "distill_tau", "holdout"):
-            setattr(self, name, float(getattr(self, name)))  # JSON/YAML ints -> floats
+        check_training("peg", self)
+        check_distillation("peg", self)

@@ -74,16 +74,13 @@ from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
-from torch.func import functional_call
 
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
-from ...stack.timm_vit import stack_to_state_dict
-from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
-from ..tleg.method import _parameterless, _register, _split
+from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
+from .._computed import ComputedViT, register_nested
 from ..weight_selection.method import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
 from .maps import DIM_AXIS, HEAD_AXIS, PegMaps, expand_layers
@@ -141,7 +138,7 @@ def sample_learngene(pool: Tensors, p_head: torch.Tensor, p_ffn: torch.Tensor) -
 
 
 # -- the trainable descendant and the auxiliary model -------------------------------------
-class PegDescendant(nn.Module):
+class PegDescendant(ComputedViT):
     """A PEG descendant before folding: learngene tensors + expansion maps, trained together.
 
     Parameters: ``layers.*`` (the learngene's L_b layers), ``stem.*``, ``head.*``,
@@ -152,18 +149,8 @@ class PegDescendant(nn.Module):
 
     def __init__(self, arch: dict[str, Any], *, layers: Tensors, stem: Tensors, head: Tensors, maps: PegMaps,
                  extra: Tensors | None = None):
-        super().__init__()
-        self.arch = dict(arch)
-        for prefix, tensors in (("layers", layers), ("stem", stem), ("head", head), ("extra", extra or {})):
-            for name, tensor in sorted(tensors.items()):
-                _register(self, f"{prefix}.{name}", tensor.detach().clone())
+        super().__init__(arch, {"layers": layers, "stem": stem, "head": head, "extra": extra or {}})
         self.maps = maps
-        self.template = _parameterless(self.arch)
-
-    def group(self, prefix: str) -> Tensors:
-        """This module's parameters under ``prefix.``, with the prefix removed."""
-        start = prefix + "."
-        return {k[len(start):]: p for k, p in self.named_parameters() if k.startswith(start)}
 
     def learngene_layers(self) -> Tensors:
         return self.group("layers")
@@ -173,13 +160,6 @@ class PegDescendant(nn.Module):
         head_dim = int(self.arch["embed_dim"]) // int(self.arch["num_heads"])
         blocks = expand_layers(self.learngene_layers(), self.maps, head_dim, self.group("extra") or None)
         return VitStack(arch=dict(self.arch), stem=self.group("stem"), blocks=blocks, head=self.group("head"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,K]
-        # The weights are computed in full precision (as ``fold`` computes them), even under
-        # the trainer's bf16 autocast; only the ViT itself runs under autocast.
-        with torch.autocast(x.device.type, enabled=False):
-            state = stack_to_state_dict(self.stack())
-        return functional_call(self.template, state, (x,))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -201,7 +181,7 @@ class PegCondenser(PegDescendant):
                  learngene_heads: int, distribution: str, resample: str, seed: int, steps_per_epoch: int = 1):
         super().__init__(arch, layers={}, stem=stem, head=head, maps=maps)
         for name, tensor in sorted(pool.items()):
-            _register(self, f"pool.{name}", tensor.detach().clone())
+            register_nested(self, f"pool.{name}", tensor.detach().clone())
         self.learngene_heads = int(learngene_heads)
         self.distribution, self.resample, self.seed = distribution, resample, int(seed)
         self.steps_per_epoch = int(steps_per_epoch)
@@ -266,7 +246,7 @@ def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) ->
     provenance: dict[str, Any] = {"cost": {"samples_seen": 0, "flops": 0.0}}
     summary: dict[str, Any] = {}
     if config.epochs > 0:
-        train_data, eval_data = _split(data, config.holdout, config.seed)
+        train_data, eval_data = split_holdout(data, config.holdout, config.seed)
         condenser.steps_per_epoch = len(train_data) // config.batch_size  # fit drops the last partial batch
         result, summary = distill_from_ancestry(condenser, ancestry, train_data, eval_data, config)
         summary["history"] = result.history

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ...errors import ConfigError
+from .._checks import check_distillation, check_training, is_int
 
 
 @dataclass
@@ -30,33 +30,9 @@ class TlegConfig:
     device: str = "auto"          # where the distillation runs: "auto" (CUDA if available), "cpu", "cuda:0"...
 
     def __post_init__(self) -> None:
-        def is_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v) -> bool:
-            return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-        for name in ("aux_depth", "epochs", "batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise ConfigError(f"tleg {name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"tleg seed must be an integer >= 0, got {self.seed!r}")
-        if not is_num(self.lr) or self.lr <= 0:
-            raise ConfigError(f"tleg lr must be a number > 0, got {self.lr!r}")
-        for name in ("weight_decay", "warmup_epochs"):
-            if not is_num(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"tleg {name} must be a number >= 0, got {getattr(self, name)!r}")
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(f"tleg warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
-        if not is_num(self.distill_alpha) or not 0 <= self.distill_alpha <= 1:
-            raise ConfigError(f"tleg distill_alpha must be a number in [0, 1], got {self.distill_alpha!r}")
-        if not is_num(self.distill_tau) or self.distill_tau <= 0:
-            raise ConfigError(f"tleg distill_tau must be a number > 0, got {self.distill_tau!r}")
+        if not is_int(self.aux_depth) or self.aux_depth < 1:
+            raise ConfigError(f"tleg aux_depth must be an integer >= 1, got {self.aux_depth!r}")
+        check_training("tleg", self, min_epochs=1)
+        check_distillation("tleg", self)
         if not isinstance(self.inherit_stem, bool):
             raise ConfigError(f"tleg inherit_stem must be true or false, got {self.inherit_stem!r}")
-        if not is_num(self.holdout) or not 0 <= self.holdout < 1:
-            raise ConfigError(f"tleg holdout must be a fraction in [0, 1), got {self.holdout!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"tleg device must be 'auto' or a torch device such as 'cpu', got {self.device!r}")
-        for name in ("lr", "weight_decay", "warmup_epochs", "distill_alpha", "distill_tau", "holdout"):
-            setattr(self, name, float(getattr(self, name)))  # JSON/YAML ints -> floats

@@ -66,16 +66,14 @@ from typing import Any
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
-from torch.func import functional_call
 
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
-from ...stack.timm_vit import stack_to_state_dict
 from ...stack.init import blank_stack
-from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
+from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
+from .._computed import ComputedViT
 from .config import TlegConfig
 from .narrow import narrow_stack
 
@@ -137,29 +135,7 @@ def init_tensors(ancestry_arch: dict[str, Any]) -> Tensors:
 
 
 # -- the auxiliary model ------------------------------------------------------------------
-def _register(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    """Register ``tensor`` as parameter ``name`` ('theta_A.q.weight') under nested empty modules."""
-    *path, leaf = name.split(".")
-    module = root
-    for part in path:
-        if part not in module._modules:
-            module.add_module(part, nn.Module())
-        module = module._modules[part]
-    module.register_parameter(leaf, nn.Parameter(tensor))
-
-
-def _parameterless(arch: dict[str, Any]) -> VisionTransformer:
-    """A timm VisionTransformer with every parameter removed: a forward template for functional_call."""
-    model = VisionTransformer(**arch, device="meta")
-    for module in model.modules():
-        for name in [n for n, p in module._parameters.items() if p is not None]:
-            del module._parameters[name]
-        for name in [n for n, b in module._buffers.items() if b is not None]:
-            del module._buffers[name]
-    return model
-
-
-class TlegAuxiliary(nn.Module):
+class TlegAuxiliary(ComputedViT):
     """The auxiliary ViT: every block computed from the learngene, trained end to end.
 
     Parameters are the learngene's tensors under the artifact's names (``theta_A.q.weight``,
@@ -169,21 +145,16 @@ class TlegAuxiliary(nn.Module):
     """
 
     def __init__(self, arch: dict[str, Any], tensors: Tensors):
-        super().__init__()
-        self.arch = dict(arch)
-        for name, tensor in sorted(tensors.items()):
-            _register(self, name, tensor.detach().clone())
-        self.template = _parameterless(self.arch)
+        super().__init__(arch, {"": tensors})
 
     def learngene_tensors(self) -> Tensors:
         return dict(self.named_parameters())
 
-    def expanded_stack(self) -> VitStack:
+    def stack(self) -> VitStack:
         """The depth-``aux_depth`` stack (differentiable in the parameters)."""
         return gene_stack(self.learngene_tensors(), self.arch)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,K]
-        return functional_call(self.template, stack_to_state_dict(self.expanded_stack()), (x,))
+    expanded_stack = stack
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -197,26 +168,6 @@ class TlegAuxiliary(nn.Module):
 
 
 # -- extraction ---------------------------------------------------------------------------
-def _split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
-    """(train, held-out) parts of ``data``; tensor datasets stay tensor datasets."""
-    if fraction == 0:
-        return data, None
-    n = len(data)
-    n_eval = int(round(n * fraction))
-    if n_eval < 1 or n_eval >= n:
-        raise ConfigError(f"holdout={fraction} of {n} samples leaves an empty part; change holdout")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    eval_idx, train_idx = perm[:n_eval], perm[n_eval:]
-    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        pick = lambda idx: torch.utils.data.TensorDataset(images[idx], labels[idx])  # noqa: E731
-    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
-        pick = lambda idx: torch.utils.data.TensorDataset(*(t[idx] for t in data.tensors))  # noqa: E731
-    else:
-        pick = lambda idx: torch.utils.data.Subset(data, idx.tolist())  # noqa: E731
-    return pick(train_idx), pick(eval_idx)
-
-
 def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -> Learngene:
     """Learn the TLEG learngene by distilling ``ancestry`` into the auxiliary model on ``data``."""
 
@@ -233,7 +184,7 @@ def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -
         stem = fit_stem(to_stack(ancestry).stem, ancestry_arch, arch)  # drops the class token and its position
         tensors.update(pack("stem", stem))
     aux = TlegAuxiliary(arch, tensors)
-    train_data, eval_data = _split(data, config.holdout, config.seed)
+    train_data, eval_data = split_holdout(data, config.holdout, config.seed)
     result, summary = distill_from_ancestry(aux, ancestry, train_data, eval_data, config)
     learned = {k: v.detach().cpu().contiguous() for k, v in aux.learngene_tensors().items()}
     provenance = {

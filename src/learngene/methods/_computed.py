@@ -1,0 +1,82 @@
+"""Modules whose weights are computed from learngene parameters, run through a timm template.
+
+TLEG's auxiliary model, PEG's descendants and condenser, Cluster-Learngene's trainable
+descendant and MM-LG's condensed CLIP all hold a few trainable tensors (named as the
+artifact's tensors: ``theta_A.q.weight``, ``layers.fc1.weight``...) and compute a whole
+model's weights from them every forward. ``ComputedViT`` is their common base: subclasses
+define ``stack()`` (the canonical stack, differentiable in the parameters) and get
+``forward`` (a parameter-less timm VisionTransformer called with ``functional_call`` on that
+stack) and ``group``. ``fold`` in each method turns one into the plain timm ViT it computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.func import functional_call
+
+from ..stack import VitStack
+from ..stack.timm_vit import stack_to_state_dict
+
+Tensors = dict[str, torch.Tensor]
+
+
+def register_nested(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Register ``tensor`` as parameter ``name`` ('theta_A.q.weight') under nested empty modules."""
+    *path, leaf = name.split(".")
+    module = root
+    for part in path:
+        if part not in module._modules:
+            module.add_module(part, nn.Module())
+        module = module._modules[part]
+    module.register_parameter(leaf, nn.Parameter(tensor))
+
+
+def strip_parameters(model: nn.Module, *, buffers: bool = True) -> nn.Module:
+    """Remove every parameter (and buffer, unless ``buffers=False``) in place: a template for
+    ``functional_call``, which then takes them all from the state dict it is given."""
+    for module in model.modules():
+        for name in [n for n, p in module._parameters.items() if p is not None]:
+            del module._parameters[name]
+        if buffers:
+            for name in [n for n, b in module._buffers.items() if b is not None]:
+                del module._buffers[name]
+    return model
+
+
+def parameterless_vit(arch: dict[str, Any]) -> VisionTransformer:
+    """A timm VisionTransformer of ``arch`` without parameters (built on the meta device)."""
+    return strip_parameters(VisionTransformer(**arch, device="meta"))
+
+
+class ComputedViT(nn.Module):
+    """Base of the modules that compute a ViT's weights from their own parameters.
+
+    ``template`` is a timm VisionTransformer without parameters (``fused_attn`` switches and
+    train/eval mode still apply to it). Weights are computed in full precision, as ``fold``
+    computes them, even under the trainer's bf16 autocast; only the ViT itself runs under it.
+    """
+
+    def __init__(self, arch: dict[str, Any], groups: dict[str, Tensors]):
+        super().__init__()
+        self.arch = dict(arch)
+        for prefix, tensors in groups.items():
+            for name, tensor in sorted(tensors.items()):
+                register_nested(self, f"{prefix}.{name}" if prefix else name, tensor.detach().clone())
+        self.template = parameterless_vit(self.arch)
+
+    def group(self, prefix: str) -> Tensors:
+        """This module's parameters under ``prefix.``, with the prefix removed."""
+        start = prefix + "."
+        return {k[len(start):]: p for k, p in self.named_parameters() if k.startswith(start)}
+
+    def stack(self) -> VitStack:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,K]
+        with torch.autocast(x.device.type, enabled=False):
+            state = stack_to_state_dict(self.stack())
+        return functional_call(self.template, state, (x,))
