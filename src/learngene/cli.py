@@ -267,6 +267,19 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
     print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
 
 
+def _short_config(config: dict[str, Any], limit: int = 80) -> dict[str, Any]:
+    """The config for display: long measurements (per-head distances, similarity matrices...)
+    become a one-word summary; `--json-output` prints them whole."""
+    def short(value: Any) -> Any:
+        text = json.dumps(value)
+        if len(text) <= limit:
+            return value
+        if isinstance(value, list):
+            return f"<list of {len(value)}, {len(text):,} characters: see --json-output>"
+        return f"<{type(value).__name__}, {len(text):,} characters: see --json-output>"
+    return {k: short(v) for k, v in config.items()}
+
+
 def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -> None:
     """Show a learngene: method, stored parameters, provenance, descendant shapes it can produce.
 
@@ -302,7 +315,7 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
     anc_params = number(part(prov, "ancestry").get("num_parameters"))
     stored = learngene.num_parameters
     print(f"method:            {learngene.method}")
-    print(f"method config:     {json.dumps(learngene.config)}")
+    print(f"method config:     {json.dumps(_short_config(learngene.config))}")
     share = f" ({100 * stored / anc_params:.1f}% of the ancestry's {int(anc_params):,})" if anc_params > 0 else ""
     print(f"stored parameters: {stored:,}{share}")
     print(f"ancestry:          depth {arch.get('depth')}, width {arch.get('embed_dim')}, {arch.get('num_heads')} heads, "
