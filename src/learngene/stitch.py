@@ -560,8 +560,10 @@ def probe_images(data: Any, count: int, seed: int = 0) -> torch.Tensor:
 def build_supernet(stacks: Sequence[VitStack], *, num_classes: int | None, pairs: str, kernel_size: int,
                    stride: int, seed: int) -> StitchedSupernet:
     """Anchors as timm ViTs from stored stacks (classifier kept only when the classes match, else timm
-    init seeded by ``seed``), then the supernet with PyTorch-default stitching layers (also seeded)."""
-    from .methods._common import copy_head_if_same_labels, fresh_stack
+    init seeded by ``seed``), then the supernet with PyTorch-default stitching layers (also seeded).
+    Stem and blocks come from the stacks, so only what is left (a new classifier) is drawn."""
+    from .methods._common import copy_head_if_same_labels
+    from .stack import blank_stack
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -570,11 +572,24 @@ def build_supernet(stacks: Sequence[VitStack], *, num_classes: int | None, pairs
             classes = int(stack.arch["num_classes"]) if num_classes is None else num_classes
             if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
                 raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-            target = fresh_stack({**stack.arch, "num_classes": classes})
+            target = blank_stack({**stack.arch, "num_classes": classes})
             target.stem, target.blocks = dict(stack.stem), [dict(b) for b in stack.blocks]
             copy_head_if_same_labels(target, stack.head, stack.arch)
             anchors.append(from_stack(target))
         return StitchedSupernet(anchors, pairs=pairs, kernel_size=kernel_size, stride=stride, seed=seed)
+
+
+def supernet_from_gene(gene, method: str, prefix: str, *, num_classes: int | None, pairs: str, kernel_size: int,
+                       stride: int, seed: int) -> StitchedSupernet:
+    """The supernet over the anchors a ``method`` learngene stores under ``prefix`` (not yet initialised)."""
+    from .artifact import Learngene
+
+    if not isinstance(gene, Learngene) or gene.method != method:
+        raise ConfigError(f"stitch_supernet takes a {method} learngene, got "
+                          f"{getattr(gene, 'method', type(gene).__name__)!r}")
+    archs = stored_archs(gene)
+    return build_supernet(unpack_anchors(gene.tensors, prefix, archs), num_classes=num_classes, pairs=pairs,
+                          kernel_size=kernel_size, stride=stride, seed=seed)
 
 
 INITS = ("maps", "least-squares", "random")

@@ -52,7 +52,7 @@ from ...errors import ConfigError
 from ...models import create_vit
 from ...registry import config_to_dict
 from ...stack import to_stack, vit_arch
-from ...stitch import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
+from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
                        unpack_anchors)
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, check_matches, default_matches, make_extra_loss, recording
@@ -179,12 +179,9 @@ def stitch_supernet(gene: Learngene, *, num_classes: int | None = None, init: st
     per-step configuration draws. Train it with ``learngene.train.fit``; ``select(i)`` +
     evaluate, or ``export(i)`` for a standalone model.
     """
-    if not isinstance(gene, Learngene) or gene.method != METHOD:
-        raise ConfigError(f"stitch_supernet takes a {METHOD} learngene, got "
-                          f"{getattr(gene, 'method', type(gene).__name__)!r}")
+    supernet = supernet_from_gene(gene, METHOD, STUDENTS, num_classes=num_classes, pairs=pairs,
+                                  kernel_size=kernel_size, stride=stride, seed=seed)
     archs = stored_archs(gene)
-    supernet = build_supernet(unpack_anchors(gene.tensors, STUDENTS, archs), num_classes=num_classes, pairs=pairs,
-                              kernel_size=kernel_size, stride=stride, seed=seed)
     teacher_width = int(gene.ancestry_arch["embed_dim"])
     maps = [gene.tensors[f"{MAPS}.{s}.block"] for s in range(len(archs))]
     weights = {(f, e): map_stitch_weight(maps[f], maps[e], teacher_width) for f, e in supernet.pairs}

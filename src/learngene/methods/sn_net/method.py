@@ -27,7 +27,8 @@ from ...errors import ConfigError
 from ...models import create_vit
 from ...registry import config_to_dict
 from ...stack import to_stack, vit_arch
-from ...stitch import StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs, unpack_anchors
+from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
+                       unpack_anchors)
 from .config import SnNetConfig
 
 METHOD = "sn-net"
@@ -120,11 +121,7 @@ def stitch_supernet(gene: Learngene, *, num_classes: int | None = None, init: st
                     init_data: Any = None, init_samples: int = 128, pairs: str = "nearest", kernel_size: int = 2,
                     stride: int = 1, seed: int = 0) -> StitchedSupernet:
     """SN-Net's supernet over the stored anchors; ``init`` "least-squares" (needs ``init_data``) or "random"."""
-    if not isinstance(gene, Learngene) or gene.method != METHOD:
-        raise ConfigError(f"stitch_supernet takes an {METHOD} learngene, got "
-                          f"{getattr(gene, 'method', type(gene).__name__)!r}")
-    archs = stored_archs(gene)
-    supernet = build_supernet(unpack_anchors(gene.tensors, ANCHORS, archs), num_classes=num_classes, pairs=pairs,
-                              kernel_size=kernel_size, stride=stride, seed=seed)
+    supernet = supernet_from_gene(gene, METHOD, ANCHORS, num_classes=num_classes, pairs=pairs,
+                                  kernel_size=kernel_size, stride=stride, seed=seed)
     supernet.init_summary = initialise(supernet, init, init_data=init_data, init_samples=init_samples, seed=seed)
     return supernet
