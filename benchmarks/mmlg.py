@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from learngene._io import atomic_write_json
+from learngene.bench.report import git_commit, machine_info
 from learngene.clip import (CaptionTokenizer, build_open_clip, clip_mini_arch, evaluate_clip, load_caption_pairs,
                             open_clip_to_stack, stack_to_open_clip, train_clip)
 from learngene.clip.data import all_captions
@@ -118,17 +118,24 @@ def main(argv=None) -> int:
 
     stack = expand_clip(mmlg, image_layers=a.image_layers, library=None)
     classes = class_text_embeddings(stack_to_open_clip(stack), down_test)
-    vits = {"scratch": (tvit.VisionTransformer(**classifier_arch), 0),
-            "mm-lg": (image_tower_to_timm(stack, 10, in_chans=1, class_embeddings=classes), mmlg.num_parameters)}
+    tleg_stack = expand_tleg_towers(tleg, image_layers=a.image_layers, text_layers=a.text_layers)
+    ancestry_stack = open_clip_to_stack(ancestry)
+    vits = {  # every learngene classifier starts from its own text embeddings of the class names
+        "scratch": (tvit.VisionTransformer(**classifier_arch), 0),
+        "pretrain-finetune": (image_tower_to_timm(ancestry_stack, 10, in_chans=1, class_embeddings=class_text_embeddings(
+            stack_to_open_clip(ancestry_stack), down_test)), ancestry_params),
+        "tleg-towers": (image_tower_to_timm(tleg_stack, 10, in_chans=1, class_embeddings=class_text_embeddings(
+            stack_to_open_clip(tleg_stack), down_test)), tleg.num_parameters),
+        "mm-lg": (image_tower_to_timm(stack, 10, in_chans=1, class_embeddings=classes), mmlg.num_parameters)}
     for method, (vit, stored) in vits.items():
         r = fit(vit, train_img, test_img, TrainConfig(epochs=a.finetune_epochs, lr=1e-3, **recipe), progress=False)
-        rows.append(dict(kind="image-classifier", method=method, image_layers=a.image_layers, stored=stored,
+        rows.append(dict(kind="image-classifier", method=method, image_layers=len(vit.blocks), stored=stored,
                          params=sum(p.numel() for p in vit.parameters()), top1=r.eval_acc,
                          finetune_flops=r.train_flops))
         print(f"  classifier {method:10s} top-1 {r.eval_acc:.3f}", flush=True)
 
-    record = dict(benchmark="mmlg", command=" ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-                  args=vars(a), machine=platform.platform(), torch=torch.__version__, wall_time_s=time.time() - start,
+    record = dict(benchmark="mmlg", command=" ".join(["python benchmarks/mmlg.py"] + (argv or sys.argv[1:])),
+                  args=vars(a), commit=git_commit(), machine=machine_info(), wall_time_s=time.time() - start,
                   ancestry=dict(arch=arch, params=ancestry_params, train_flops=ancestry_flops,
                                 train_wall_s=anc.wall_time_s, samples=anc.samples_seen),
                   condensation=dict(mmlg_wall_s=mmlg_s, tleg_towers_wall_s=tleg_s,

@@ -102,7 +102,10 @@ def main() -> None:
     p.add_argument("--data", default="fashion-mnist", help="distillation / anchor-training data")
     p.add_argument("--subset", type=int, default=20000, help="images of --data used (drawn at random, seeded)")
     p.add_argument("--widths", default="48,72,96")
-    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--depth", type=int, default=6, help="depth of the pool's students")
+    p.add_argument("--snnet-depth", type=int, default=0,
+                   help="depth of SN-Net's anchors; 0 = --depth (the paper stitches full-depth pretrained anchors: "
+                        "pass the ancestry's depth to test the storage and smallest-model claims)")
     p.add_argument("--epochs", type=int, default=2, help="distillation epochs per student")
     p.add_argument("--snnet-epochs", type=int, default=0, help="anchor epochs; 0 = match the pool's training FLOPs")
     p.add_argument("--downstream", default="mnist-5k")
@@ -145,14 +148,15 @@ def main() -> None:
             gene = learngene.extract("learngene-pool", ancestry, data=distill_data, epochs=args.epochs, **recipe)
         else:
             epochs = args.snnet_epochs
+            depth = args.snnet_depth or args.depth
             if epochs <= 0:  # match the pool's distillation FLOPs (3 x student + teacher forward per sample)
-                shapes = anchor_archs(arch, widths, None, args.depth)
+                shapes = anchor_archs(arch, widths, None, depth)
                 per_epoch = sum(3 * forward_flops_per_sample(learngene.create_vit(a), sample) for a in shapes)
                 per_epoch *= (len(distill_data) // args.batch_size) * args.batch_size
                 pool_flops = costs.get("learngene-pool", {}).get("flops") or per_epoch * args.epochs
                 epochs = max(1, round(pool_flops / per_epoch))
             gene = learngene.extract("sn-net", ancestry, data=distill_data, epochs=epochs,
-                                     **{**recipe, "warmup_epochs": min(1.0, float(epochs))})
+                                     **{**recipe, "depth": depth, "warmup_epochs": min(1.0, float(epochs))})
         gene.save(work / method)
         genes[method] = gene
         costs[method] = {"epochs": gene.config["epochs"], "samples_seen": gene.provenance["cost"]["samples_seen"],
@@ -212,7 +216,7 @@ def main() -> None:
     atomic_write_json(out, results)
     plot(records, out.with_suffix(".png"),
          f"{args.downstream}, every stitched configuration ({', '.join(variants)}); "
-         f"students/anchors {widths} x {args.depth} blocks")
+         f"students {widths} x {args.depth} blocks, SN-Net anchors x {args.snnet_depth or args.depth}")
     print(f"wrote {out} and {out.with_suffix('.png')} in {time.perf_counter() - start:.0f} s")
 
 

@@ -28,6 +28,7 @@ ARCHS = [  # (name, arch): the variants whose init differs
     ("avg pool, no class token, fc_norm", {**BASE, "class_token": False, "global_pool": "avg", "fc_norm": True}),
     ("layer-scale, no qkv bias", {**BASE, "init_values": 0.1, "qkv_bias": False}),
     ("no classifier, RGB", {**BASE, "num_classes": 0, "in_chans": 3}),
+    ("CLIP-style pre-norm, no patch bias", {**BASE, "pre_norm": True}),
 ]
 
 
@@ -87,6 +88,21 @@ def test_fresh_values_are_seeded_and_independent_of_what_is_provided():
         assert torch.equal(rebuilt[key], expected), key
 
 
+def test_fresh_values_do_not_depend_on_the_thread_count():
+    """materialize draws tensors on a thread pool; each tensor's own generator fixes its values."""
+    threads = torch.get_num_threads()
+    try:
+        drawn = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            torch.manual_seed(5)
+            drawn.append(_named(fresh_stack(BASE)))
+    finally:
+        torch.set_num_threads(threads)
+    assert drawn[0].keys() == drawn[1].keys()
+    assert all(torch.equal(drawn[0][k], drawn[1][k]) for k in drawn[0])
+
+
 def test_from_stack_materialises_placeholders_without_touching_the_callers_stack():
     torch.manual_seed(0)
     blank = blank_stack(BASE)
@@ -106,8 +122,8 @@ def test_growing_initialises_only_what_the_learngene_lacks(monkeypatch):
     only blocks 0-1 and the head are initialised, and timm's own init never runs on real tensors."""
     gene = learngene.extract("heuristic", randomize_(tiny_vit()), rule="last", k=2)
     drawn, timm_inits = [], []
-    real_fill = stack_init._fill
-    monkeypatch.setattr(stack_init, "_fill", lambda part, prefix, *a: drawn.extend(real_fill(part, prefix, *a)) or [])
+    real_fresh = stack_init._fresh
+    monkeypatch.setattr(stack_init, "_fresh", lambda name, *a: drawn.append(name) or real_fresh(name, *a))
     for module, name in ((timm.models.vision_transformer, "trunc_normal_"), (torch.nn.init, "kaiming_uniform_")):
         def spy(tensor, *a, _real=getattr(module, name), **kw):
             if tensor.device.type != "meta":

@@ -20,6 +20,7 @@ SHAPES = [
     pytest.param(dict(num_classes=0), id="headless"),
     pytest.param(dict(depth=1, embed_dim=32, num_heads=1), id="one-block-one-head"),
     pytest.param(dict(img_size=32, patch_size=4, in_chans=3, embed_dim=64, num_heads=8, mlp_ratio=2.0), id="rgb-8-heads"),
+    pytest.param(dict(pre_norm=True), id="clip-style-pre-norm"),  # norm_pre in the stem, no patch bias
 ]
 
 

@@ -355,3 +355,24 @@ def test_plain_module_and_exact_flops():
     r = fit(linear, make_data(64), make_data(32, seed=1), cfg(epochs=3), progress=False)
     assert r.forward_flops_per_sample == 2 * 64 * K  # one [1,64] x [64,K] matmul (+ bias: not counted)
     assert r.history[-1]["train_acc"] > r.history[0]["train_acc"]
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    """TrainConfig.compile runs the training step through torch.compile (inductor) and trains the
+    same weights as eager mode, up to float reordering (no dropout, so no RNG difference)."""
+    pytest.importorskip("torch._inductor")
+    data = make_data(64)
+    eager, compiled = make_model(0, drop_path=0.0), make_model(0, drop_path=0.0)
+    for dropout in [d for m in (eager, compiled) for d in m.modules() if isinstance(d, nn.Dropout)]:
+        dropout.p = 0.0
+    start = {k: v.clone() for k, v in eager.state_dict().items()}
+    cfg = dict(epochs=1, batch_size=32, lr=3e-3, warmup_epochs=0, device="cpu", checkpoint=False)
+    fit(eager, data, None, TrainConfig(**cfg), progress=False)
+    result = fit(compiled, data, None, TrainConfig(**cfg, compile=True), progress=False)
+    assert result.steps == 2
+    for k, v in eager.state_dict().items():
+        assert not torch.equal(v, start[k]), k  # trained
+        assert torch.allclose(compiled.state_dict()[k], v, atol=1e-5), k
+    with pytest.raises(ConfigError, match="compile"):
+        TrainConfig(compile="yes")

@@ -41,13 +41,19 @@ def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = No
 
     Args:
         method: a name from ``learngene.list_methods()``.
-        ancestry: a timm VisionTransformer, a run folder, a weights file, a preset or a timm model name.
+        ancestry: a timm VisionTransformer, a run folder, a weights file, a preset or a timm model name
+            (for ``mm-lg``: a CLIP, see ``learngene.clip.load_clip_ancestry``).
         data: a registered dataset name (``"fashion-mnist"``) or a torch Dataset of (image, label);
             required by methods that read data, recorded in the provenance otherwise.
         **config: the method's options (its config dataclass fields).
     """
     spec = get_method(method)
     method_config = make_config(spec, config)
+    if spec.ancestry_kind == "clip":  # a CLIP ancestry and caption pairs: the method loads both itself
+        if data is None:
+            raise ConfigError(f"method {method!r} condenses on image-caption pairs: pass data='fashion-mnist' "
+                              "(or --data on the CLI)")
+        return spec.extract(ancestry, method_config, data=data)
     model = load_ancestry(ancestry)
     arch = vit_arch(model)
     # A config may decide per option whether data is read (auto-learngene's first-half does not).

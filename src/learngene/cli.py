@@ -8,6 +8,7 @@
     learngene expand genes/heuristic --depth 6 --num-classes 10 --out runs/child
     learngene finetune runs/child --data mnist-5k --epochs 5 --out runs/child-mnist
     learngene eval runs/child-mnist --data mnist-5k
+    learngene clip-ancestry --data fashion-mnist --out runs/clip-ancestry   # CLIP / mm-lg, see learngene.clip.workflow
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def _load_pair(data: str, arch: dict[str, Any], augment: bool = False):
     train = load_dataset(data, "train", image_size=size, in_chans=chans, augment=augment)
     test = load_dataset(data, "test", image_size=size, in_chans=chans)
     return train, test
+
+
+def _is_clip_folder(path: str | Path) -> bool:
+    return (Path(path) / "clip_arch.json").is_file()  # learngene.clip.workflow.CLIP_ARCH_FILE (no clip import)
 
 
 def cmd_list() -> None:
@@ -132,6 +137,42 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
                       "train_flops": result.train_flops, "wall_time_s": round(result.wall_time_s, 1)}))
 
 
+def cmd_clip_ancestry(*, data: str = "fashion-mnist", out: str = "runs/clip-ancestry", epochs: int = 3,
+                      limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+                      image_layers: int = 6, text_layers: int = 6, width: int = 96, heads: int = 6,
+                      overrides: dict[str, Any] | None = None) -> None:
+    """Train a CPU-scale CLIP ancestry (for mm-lg) contrastively on a dataset's image-caption pairs.
+
+    Args:
+        data: labelled dataset whose images get templated captions (see learngene.clip.data).
+        out: CLIP folder to write: clip_arch.json, model.safetensors (open_clip keys), tokenizer.json.
+        epochs: training epochs.
+        limit: use this many training images (drawn at random, seeded); default all.
+        batch_size: global batch size (the contrastive batch).
+        lr: peak learning rate.
+        seed: seed of init and data order.
+        image_layers: image tower depth.
+        text_layers: text tower depth.
+        width: width of both towers (equal, so mm-lg can share blocks).
+        heads: attention heads of both towers.
+    """
+    from .clip.workflow import train_clip_ancestry
+
+    overrides = dict(overrides or {})
+    train = overrides.pop("train", {})
+    if overrides:
+        raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=...")
+    cfg = _train_config({"warmup_epochs": min(0.5, float(epochs)), "weight_decay": 0.05, **train},
+                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    _write_resolved(Path(out), "clip-ancestry", dict(data=data, limit=limit, train=cfg.to_dict(),
+                                                     image_layers=image_layers, text_layers=text_layers,
+                                                     width=width, heads=heads))
+    summary = train_clip_ancestry(data, out, cfg, limit=limit, image_layers=image_layers, text_layers=text_layers,
+                                  width=width, heads=heads)
+    if is_main_process():
+        print(json.dumps(summary))
+
+
 def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "genes/learngene",
                 data: str | None = None, overrides: dict[str, Any] | None = None) -> None:
     """Condense an ancestry into a learngene with METHOD (options as key=value, e.g. k=3,
@@ -139,7 +180,8 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
 
     Args:
         method: method name (see `learngene list`).
-        ancestry: run folder, .safetensors/.pth file, preset or timm model name.
+        ancestry: run folder, .safetensors/.pth file, preset or timm model name (mm-lg: a CLIP
+            folder from `learngene clip-ancestry`).
         out: learngene folder to write.
         data: dataset the method reads (for methods that need data).
     """
@@ -158,8 +200,8 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
 
 def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = None,
                embed_dim: int | None = None, num_heads: int | None = None, num_classes: int | None = None,
-               seed: int = 0) -> None:
-    """Grow a descendant (a plain timm VisionTransformer) from a learngene folder.
+               seed: int = 0, clip: bool = False, text_depth: int | None = None) -> None:
+    """Grow a descendant (a plain timm VisionTransformer, or with --clip a whole CLIP) from a learngene folder.
 
     Args:
         gene: learngene folder.
@@ -169,11 +211,28 @@ def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = N
         num_heads: descendant head count (default: the ancestry's).
         num_classes: classifier size (default: the ancestry's).
         seed: seed of the random init of what the learngene does not provide.
+        clip: mm-lg only: write a whole CLIP descendant (a CLIP folder, open_clip weights) with an
+            image tower of --depth blocks and a text tower of --text-depth blocks.
+        text_depth: with --clip: text tower depth (default: the ancestry's).
     """
     from .artifact import load
     from .models import save_model
 
     learngene = load(gene)
+    if clip or text_depth is not None:
+        if learngene.method != "mm-lg":
+            raise ConfigError(f"--clip/--text-depth grow CLIP descendants of an mm-lg learngene; {gene} is "
+                              f"{learngene.method!r}: drop them to grow a timm ViT")
+        if not clip:
+            raise ConfigError("--text-depth applies with --clip (a whole CLIP descendant)")
+        from .clip.workflow import write_clip_descendant
+        from .methods.mm_lg import expand_clip, gene_tokenizer
+
+        stack = expand_clip(learngene, image_layers=depth, text_layers=text_depth, library=None)
+        write_clip_descendant(stack, gene_tokenizer(learngene), out)
+        print(json.dumps({"out": out, "method": learngene.method, "image_layers": len(stack.image.blocks),
+                          "text_layers": len(stack.text.blocks), "parameters": stack.num_parameters()}))
+        return
     model = learngene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes, seed=seed)
     save_model(model, out, learngene=str(gene), method=learngene.method, seed=seed)
     print(json.dumps({"out": out, "method": learngene.method, "depth": len(model.blocks),
@@ -212,6 +271,17 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     info = dataset_info(data)
     source = Path(model)
+    if _is_clip_folder(source):  # a CLIP: contrastive fine-tuning on the dataset's caption pairs
+        if depth or embed_dim or num_heads or augment or resume:
+            raise ConfigError("--depth/--embed-dim/--num-heads/--augment/--resume do not apply to a CLIP folder")
+        from .clip.workflow import finetune_clip_folder
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        _write_resolved(Path(out), "finetune", dict(model=model, data=data, train=cfg.to_dict()))
+        summary = finetune_clip_folder(source, data, out, cfg)
+        if is_main_process():
+            print(json.dumps(summary))
+        return
     if (source / CONFIG_NAME).is_file():
         gene = load(source)
         shape = dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=info.num_classes)
@@ -245,7 +315,8 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
 
 
 def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_size: int = 256) -> None:
-    """Evaluate a model folder on a dataset split; prints top-1 accuracy and loss as JSON.
+    """Evaluate a model folder on a dataset split; prints top-1 accuracy and loss as JSON
+    (a CLIP folder: zero-shot accuracy and retrieval recall@1/5).
 
     Args:
         model: model folder (or weights file / preset).
@@ -257,6 +328,11 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
     from .models import arch_of, load_ancestry
     from .train import evaluate
 
+    if _is_clip_folder(model):  # zero-shot accuracy and retrieval recall@1/5 on caption pairs
+        from .clip.workflow import evaluate_clip_folder
+
+        print(json.dumps({"model": model, "data": data, "split": split, **evaluate_clip_folder(model, data, split)}))
+        return
     net = load_ancestry(model)
     arch = arch_of(net)
     ds = load_dataset(data, split, image_size=_side(arch["img_size"]), in_chans=int(arch["in_chans"]))
@@ -390,6 +466,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "list": cmd_list,
     "ancestry": cmd_ancestry,
+    "clip-ancestry": cmd_clip_ancestry,
     "extract": cmd_extract,
     "expand": cmd_expand,
     "finetune": cmd_finetune,

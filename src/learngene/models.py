@@ -42,7 +42,7 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
 ARCH_KEYS = (
     "img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth",
     "num_heads", "mlp_ratio", "qkv_bias", "init_values", "class_token", "no_embed_class",
-    "fc_norm", "final_norm",
+    "fc_norm", "final_norm", "pre_norm",
 )
 
 
@@ -117,7 +117,7 @@ def validate_arch(arch: Any) -> None:
     ratio = arch.get("mlp_ratio", 4.0)
     if not (_is_int(ratio) or isinstance(ratio, float)) or not 0 < ratio <= 64 or int(arch["embed_dim"] * ratio) < 1:
         raise ConfigError(f"mlp_ratio must be a number in (0, 64] giving an MLP of >= 1 unit, got {ratio!r}")
-    for name in ("qkv_bias", "class_token", "no_embed_class", "final_norm"):
+    for name in ("qkv_bias", "class_token", "no_embed_class", "final_norm", "pre_norm"):
         if name in arch and not isinstance(arch[name], bool):
             raise ConfigError(f"{name} must be true or false, got {arch[name]!r}")
     if arch.get("fc_norm") is not None and not isinstance(arch["fc_norm"], bool):

@@ -36,6 +36,9 @@ class MethodSpec:
     # `learngene.train.fit`, and fold(module) -> the plain timm VisionTransformer it computes.
     expand_trainable: Callable[..., Any] | None = None
     fold: Callable[[Any], Any] | None = None
+    # "vit": extract gets the loaded timm ViT and a resolved dataset; "clip" (mm-lg): extract gets
+    # the ancestry source and `data` exactly as the caller gave them (a CLIP and caption pairs).
+    ancestry_kind: str = "vit"
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -48,6 +51,8 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is already registered")
     if not dataclasses.is_dataclass(spec.config_cls):
         raise TypeError(f"{spec.name}: config_cls must be a dataclass")
+    if spec.ancestry_kind not in ("vit", "clip"):
+        raise TypeError(f"{spec.name}: ancestry_kind must be 'vit' or 'clip', got {spec.ancestry_kind!r}")
     if (spec.expand_trainable is None) != (spec.fold is None):
         raise TypeError(f"{spec.name}: give both expand_trainable and fold, or neither")
     _METHODS[spec.name] = spec

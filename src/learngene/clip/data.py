@@ -79,6 +79,28 @@ class CaptionTokenizer:
         """Texts -> compact token ids [N, context_length] int64."""
         return self.lookup[_bpe(texts, self.context_length)]
 
+    def to_dict(self) -> dict:
+        """What is stored with an ancestry or a learngene (JSON): the BPE ids kept and the length."""
+        return {"vocab_ids": list(self.vocab_ids), "context_length": self.context_length}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CaptionTokenizer":
+        try:
+            return cls(values["vocab_ids"], values["context_length"])
+        except (KeyError, TypeError):
+            raise ConfigError("a stored tokenizer needs 'vocab_ids' and 'context_length'") from None
+
+
+def tokenizer_for(datasets: Sequence[str], context_length: int = 16) -> CaptionTokenizer:
+    """The compact tokenizer of every caption the templates make for these datasets' class
+    names (so zero-shot prompts for any of them use known words)."""
+    from ..data import dataset_info
+
+    names: list[str] = []
+    for name in datasets:
+        names += [n for n in dataset_info(name).class_names if n not in names]
+    return CaptionTokenizer.fit([c for c, _, _ in all_captions(names)], context_length=context_length)
+
 
 @dataclass
 class CaptionPairs:

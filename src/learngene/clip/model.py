@@ -104,8 +104,7 @@ def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: st
     folder.mkdir(parents=True, exist_ok=True)
     model = stack_to_open_clip(stack)
     atomic_save_safetensors(folder / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
-    atomic_write_json(folder / "tokenizer.json", {"vocab_ids": tokenizer.vocab_ids,
-                                                  "context_length": tokenizer.context_length})
+    atomic_write_json(folder / "tokenizer.json", tokenizer.to_dict())
     atomic_write_json(folder / "clip_arch.json", stack.arch)
     return folder
 
@@ -133,8 +132,7 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
         arch = clip_arch(json.loads((folder / "clip_arch.json").read_text()))
         model = build_open_clip(arch)
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-        tok = json.loads((folder / "tokenizer.json").read_text())
-        return open_clip_to_stack(model), CaptionTokenizer(tok["vocab_ids"], tok["context_length"])
+        return open_clip_to_stack(model), CaptionTokenizer.from_dict(json.loads((folder / "tokenizer.json").read_text()))
     if isinstance(source, str) and source.startswith("open_clip:"):
         import open_clip
 

@@ -61,7 +61,8 @@ def _check_stem(stem: Tensors, arch: dict[str, Any]) -> None:
     patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
     gh, gw = _grid(arch)
     expected = {"patch.weight": (d, c, int(patch[0]), int(patch[1])), "patch.bias": (d,),
-                "pos_embed": (1, _pos_prefix(arch) + gh * gw, d), "cls_token": (1, 1, d)}
+                "pos_embed": (1, _pos_prefix(arch) + gh * gw, d), "cls_token": (1, 1, d),
+                "norm_pre.weight": (d,), "norm_pre.bias": (d,)}
     for key, tensor in stem.items():
         if key in expected and tuple(tensor.shape) != expected[key]:
             raise ConfigError(f"the stem's {key} has shape {tuple(tensor.shape)} but its architecture gives "
@@ -111,6 +112,8 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
         out["pos_embed"] = torch.cat([prefix, grid_tokens], dim=1)
     if "cls_token" in stem and target_arch.get("class_token", True):
         out["cls_token"] = stem["cls_token"]
+    if target_arch.get("pre_norm"):  # CLIP-style pre-norm: kept when both have it (else fresh 1 / 0)
+        out.update({k: stem[k] for k in ("norm_pre.weight", "norm_pre.bias") if k in stem})
     return out
 
 

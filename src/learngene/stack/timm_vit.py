@@ -24,6 +24,8 @@ TIMM_STEM = {
     "patch.bias": "patch_embed.proj.bias",
     "pos_embed": "pos_embed",
     "cls_token": "cls_token",
+    "norm_pre.weight": "norm_pre.weight",  # only with pre_norm=True (CLIP-style ViTs; timm then drops patch.bias)
+    "norm_pre.bias": "norm_pre.bias",
 }
 TIMM_BLOCK = {
     "norm1.weight": "blocks.{i}.norm1.weight",
@@ -54,7 +56,6 @@ def vit_arch(model: VisionTransformer) -> dict[str, Any]:
         raise ConfigError(f"expected a timm VisionTransformer, got {type(model).__name__}")
     unsupported = {
         "register tokens": getattr(model, "num_reg_tokens", 0) > 0,
-        "pre-norm (norm_pre)": not isinstance(model.norm_pre, nn.Identity),
         "attention-pool head": getattr(model, "attn_pool", None) is not None,
         "dynamic image size": getattr(model, "dynamic_img_size", False),
     }
@@ -89,6 +90,8 @@ def vit_arch(model: VisionTransformer) -> dict[str, Any]:
         fc_norm=has_fc_norm,
         final_norm=has_fc_norm or has_norm,
     )
+    if not isinstance(model.norm_pre, nn.Identity):  # only when set, so plain ViTs keep their arch dicts (cache keys)
+        arch["pre_norm"] = True
     return arch
 
 

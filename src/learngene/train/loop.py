@@ -318,6 +318,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     ddp = D.wrap_ddp(model, info) if info.distributed else model  # DDP averages grads over ranks
+    if cfg.compile:  # the training step's module only; the parameters are shared with `model`
+        ddp = torch.compile(ddp)
 
     # ---- the loop ----------------------------------------------------------------------
     seg_start = time.perf_counter()

@@ -99,7 +99,11 @@ def extract_clip(ancestry: Any, config: MmlgConfig | None = None, pairs=None, **
     config = config or MmlgConfig(**options)
     if pairs is None:
         raise ConfigError("mm-lg trains its learngene on image-caption pairs: pass pairs=load_caption_pairs(...)")
-    stack, _ = load_clip_ancestry(ancestry)
+    stack, tokenizer = load_clip_ancestry(ancestry)
+    return _condense_stack(stack, config, pairs, tokenizer)
+
+
+def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None) -> Learngene:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         tensors = init_tensors(stack, config.num_layers)
@@ -107,7 +111,10 @@ def extract_clip(ancestry: Any, config: MmlgConfig | None = None, pairs=None, **
         teacher = stack_to_open_clip(stack)
         cost = condense(aux, teacher, pairs, config)
     learned = {k: v.detach().cpu().contiguous() for k, v in aux.learngene_tensors().items()}
-    return make_learngene("mm-lg", config_to_dict(config), learned, stack, cost, len(pairs.images))
+    gene = make_learngene("mm-lg", config_to_dict(config), learned, stack, cost, len(pairs.images))
+    if tokenizer is not None:  # descendants written as CLIP folders need it to read captions
+        gene.provenance["tokenizer"] = tokenizer.to_dict()
+    return gene
 
 
 def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack, cost: dict, num_samples: int) -> Learngene:
@@ -174,8 +181,33 @@ def expand(gene: Learngene, arch: dict[str, Any], class_embeddings: torch.Tensor
                                class_embeddings=class_embeddings)
 
 
-def extract(ancestry, config, data=None):
-    raise ConfigError("mm-lg condenses a CLIP, not a ViT: use learngene.methods.mm_lg.extract_clip(clip, pairs=...)")
+def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Learngene:
+    """The registry's entry (``learngene.extract("mm-lg", ...)``, ``learngene extract mm-lg``):
+    ``ancestry`` is any CLIP source ``load_clip_ancestry`` reads (a folder of ``learngene
+    clip-ancestry``, a model, 'open_clip:...', 'hf:...'); ``data`` a dataset name, captioned with
+    the ancestry's own tokenizer, or ``CaptionPairs``."""
+    from ...clip.data import CaptionPairs, load_caption_pairs
+
+    stack, tokenizer = load_clip_ancestry(ancestry)
+    if isinstance(data, CaptionPairs):
+        pairs = data
+    elif isinstance(data, str):
+        if tokenizer is None:
+            raise ConfigError("this CLIP ancestry has no compact tokenizer (a pretrained CLIP): pass caption pairs "
+                              "tokenised for it, data=CaptionPairs(...), through the Python API")
+        pairs = load_caption_pairs(data, "train", tokenizer)
+    else:
+        raise ConfigError(f"mm-lg condenses on image-caption pairs: pass data='fashion-mnist' (a dataset name) "
+                          f"or CaptionPairs, got {type(data).__name__}")
+    return _condense_stack(stack, config, pairs, tokenizer)
+
+
+def gene_tokenizer(gene: Learngene):
+    """The compact tokenizer the learngene's ancestry used (None for a pretrained-vocabulary CLIP)."""
+    from ...clip.data import CaptionTokenizer
+
+    values = gene.provenance.get("tokenizer")
+    return CaptionTokenizer.from_dict(values) if values else None
 
 
 def validate(gene: Learngene) -> None:

@@ -229,8 +229,9 @@ def expand(gene: Learngene, arch: dict[str, Any]):
     selected_stem: Tensors = {}
     if "patch.weight" in stem:
         selected_stem["patch.weight"] = take(stem["patch.weight"], e)            # [d, C, p, p]
-    if "patch.bias" in stem:
-        selected_stem["patch.bias"] = take(stem["patch.bias"], e)
+    for key in ("patch.bias", "norm_pre.weight", "norm_pre.bias"):                  # [D] each
+        if key in stem:
+            selected_stem[key] = take(stem[key], e)
     for key in ("pos_embed", "cls_token"):                                        # [1, T, D], [1, 1, D]
         if key in stem:
             selected_stem[key] = take(stem[key], None, None, e).contiguous()
