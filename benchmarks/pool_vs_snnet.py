@@ -111,7 +111,14 @@ def main() -> None:
     p.add_argument("--downstream", default="mnist-5k")
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the distillation / anchor training")
+    p.add_argument("--finetune-lr", type=float, default=0.0, help="peak lr of the supernet training; 0 = --lr")
+    p.add_argument("--fresh-heads", action="store_true",
+                   help="new classifiers for the downstream task (default: keep the anchors' when the class "
+                        "counts match, as the library does)")
+    p.add_argument("--reuse", action="store_true",
+                   help="load the learngenes already in --work (trained with the same settings) instead of "
+                        "training them again")
     p.add_argument("--pairs", default="all", choices=("all", "nearest"))
     p.add_argument("--init-samples", type=int, default=128, help="images for SN-Net's least-squares init")
     p.add_argument("--variants", default="learngene-pool,sn-net", help=f"comma list of {list(VARIANTS)}")
@@ -144,6 +151,18 @@ def main() -> None:
     methods = sorted({VARIANTS[v][0] for v in variants}, key=["learngene-pool", "sn-net"].index)
     for method in methods:
         t0 = time.perf_counter()
+        if args.reuse and (work / method / "learngene_config.json").is_file():
+            gene = learngene.load(work / method)
+            depth = args.depth if method == "learngene-pool" else (args.snnet_depth or args.depth)
+            stored = [(int(a["embed_dim"]), int(a["depth"])) for a in gene.provenance["stitch"]["archs"]]
+            if stored != [(w, depth) for w in widths]:
+                p.error(f"--reuse: {work / method} holds (width, depth) {stored}, these settings ask for "
+                        f"{[(w, depth) for w in widths]}; drop --reuse or use another --work")
+            genes[method] = gene
+            costs[method] = {"epochs": gene.config["epochs"], "samples_seen": gene.provenance["cost"]["samples_seen"],
+                             "flops": gene.provenance["cost"]["flops"], "wall_time_s": None, "reused": str(work / method)}
+            print(f"{method}: reused {work / method} ({gene.num_parameters:,} parameters)", flush=True)
+            continue
         if method == "learngene-pool":
             gene = learngene.extract("learngene-pool", ancestry, data=distill_data, epochs=args.epochs, **recipe)
         else:
@@ -172,7 +191,11 @@ def main() -> None:
         t0 = time.perf_counter()
         supernet = build(genes[method], num_classes=train.info.num_classes, init=init, init_data=train,
                          init_samples=args.init_samples, pairs=args.pairs, seed=args.seed)
-        config = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr,
+        if args.fresh_heads:
+            torch.manual_seed(args.seed)
+            for anchor in supernet.anchors:
+                anchor.reset_classifier(train.info.num_classes)
+        config = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr or args.lr,
                              warmup_epochs=min(1.0, float(args.finetune_epochs)), seed=args.seed, checkpoint=False)
         result = fit(supernet, train, None, config)
         train_s = time.perf_counter() - t0
