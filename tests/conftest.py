@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +43,29 @@ def one_thread():
 def ancestry():
     torch.manual_seed(0)
     return randomize_(learngene.create_vit("vit-mini"))
+
+
+def torchrun_two_processes(script: str | Path, *args: str, timeout: int = 240) -> None:
+    """Run ``script`` as ``torchrun --standalone --nproc_per_node=2 script args...`` (gloo on CPU,
+    one thread per rank) with this checkout's ``src`` first on the path; fail with its output."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def check_ddp_run_matches(out_dir: Path, single, samples_seen: int) -> list[tuple[dict, dict]]:
+    """A 2-rank run written to ``out_dir`` against the 1-process ``single`` result: world size,
+    samples seen and every epoch's train loss; returns the (ddp, single) history rows."""
+    import json
+
+    summary = json.loads((out_dir / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["samples_seen"] == single.samples_seen == samples_seen
+    hist = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    pairs = list(zip(hist, single.history, strict=True))
+    for a, b in pairs:
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+    return pairs

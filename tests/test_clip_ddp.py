@@ -8,14 +8,13 @@ This file is also the worker script: torchrun runs it as ``__main__`` in each ra
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import check_ddp_run_matches, torchrun_two_processes
 
 pytest.importorskip("open_clip", reason="open_clip_torch is not installed (pip install 'learngene-kit[clip]')")
 
@@ -54,12 +53,7 @@ def test_two_process_contrastive_training_matches_one_process(tmp_path):
 
     from learngene.clip import train_clip
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).resolve()), str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun_two_processes(Path(__file__).resolve(), str(tmp_path / "ddp"))
 
     model, pairs, config = _setup()
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -77,12 +71,7 @@ def test_two_process_contrastive_training_matches_one_process(tmp_path):
         moved += not torch.equal(start[k], v)
     assert moved > 0.9 * len(start)  # the check is not vacuous: training changed nearly every tensor
 
-    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2
-    assert summary["samples_seen"] == single.samples_seen == 2 * 4 * GLOBAL_BATCH
-    hist = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    for a, b in zip(hist, single.history, strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+    check_ddp_run_matches(tmp_path / "ddp", single, 2 * 4 * GLOBAL_BATCH)
 
 
 if __name__ == "__main__":

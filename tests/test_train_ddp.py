@@ -5,14 +5,13 @@ This file is also the worker script: torchrun runs it as ``__main__`` in each ra
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
+
+from conftest import check_ddp_run_matches, torchrun_two_processes
 
 GLOBAL_BATCH = 16
 
@@ -56,12 +55,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
     from learngene.train import fit
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).resolve()), str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun_two_processes(Path(__file__).resolve(), str(tmp_path / "ddp"))
 
     train, test, student, teacher, config = _setup()
     single = fit(student, train, test, config, teacher=teacher, progress=False)
@@ -76,12 +70,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         diff = (ddp_weights[k] - v).abs().max().item()
         assert diff < 1e-4, (k, diff)
 
-    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2
-    assert summary["samples_seen"] == single.samples_seen == 2 * 4 * GLOBAL_BATCH
-    hist = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    for a, b in zip(hist, single.history, strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+    for a, b in check_ddp_run_matches(tmp_path / "ddp", single, 2 * 4 * GLOBAL_BATCH):
         assert a["train_acc"] == b["train_acc"]
         assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-4  # all-reduced over 21 + 20 samples
         assert a["eval_acc"] == b["eval_acc"]
