@@ -121,10 +121,12 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
     from .hf_adapter import hf_to_stack
 
     if isinstance(source, nn.Module):
-        try:
-            return open_clip_to_stack(source), None
-        except ConfigError:
+        if type(source).__name__ == "CLIPModel":
             return hf_to_stack(source), None
+        if hasattr(source, "visual") and hasattr(source, "transformer"):  # open_clip.CLIP's two towers
+            return open_clip_to_stack(source), None
+        raise ConfigError(f"a CLIP ancestry has an image and a text tower; got a {type(source).__name__}. Pass an "
+                          "open_clip.CLIP or transformers.CLIPModel, or a folder of `learngene clip-ancestry`")
     if isinstance(source, (str, Path)) and Path(source).is_dir() and (Path(source) / "clip_arch.json").exists():
         from safetensors.torch import load_file
 
