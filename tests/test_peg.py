@@ -245,16 +245,17 @@ def test_nothing_inherited_is_reinitialised(drawn, monkeypatch):
     import learngene.methods.peg.method as peg_method
 
     real = to_stack(drawn.expand(depth=3, num_heads=2, num_classes=5, seed=0))
-    fresh_stack = peg_method.fresh_stack
+    materialize = peg_method.materialize
 
-    def sevens(arch):  # timm's init replaced by a constant: any leak into inherited tensors shows
-        stack = fresh_stack(arch)
+    def sevens(stack, **kw):  # timm's init replaced by a constant: any leak into inherited tensors shows
+        drawn_names = materialize(stack, **kw)
         for part in (stack.stem, stack.head, *stack.blocks):
             for t in part.values():
-                t.data.fill_(7.0)
-        return stack
+                if t.device.type != "meta":  # drawn just now: nothing is inherited yet at this point
+                    t.data.fill_(7.0)
+        return drawn_names
 
-    monkeypatch.setattr(peg_method, "fresh_stack", sevens)
+    monkeypatch.setattr(peg_method, "materialize", sevens)
     kid = to_stack(drawn.expand(depth=3, num_heads=2, num_classes=5, seed=0))
 
     def inherited(key, t):  # 2 heads of 24 dims: the first 16 of each head come from the learngene

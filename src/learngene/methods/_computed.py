@@ -48,8 +48,9 @@ def strip_parameters(model: nn.Module, *, buffers: bool = True) -> nn.Module:
 
 
 def parameterless_vit(arch: dict[str, Any]) -> VisionTransformer:
-    """A timm VisionTransformer of ``arch`` without parameters (built on the meta device)."""
-    return strip_parameters(VisionTransformer(**arch, device="meta"))
+    """A timm VisionTransformer of ``arch`` without parameters (built on the meta device, timm's
+    init skipped: even on meta tensors it costs ~0.5 s at DeiT-B)."""
+    return strip_parameters(VisionTransformer(**arch, device="meta", weight_init="skip"))
 
 
 class ComputedViT(nn.Module):

@@ -146,16 +146,20 @@ def _fresh(name: str, key: str, shape: tuple[int, ...], dtype: torch.dtype, arch
     return init_tensor(key, shape, dtype, arch, torch.Generator().manual_seed(tensor_seed(init_seed, name)))
 
 
-def materialize(stack: VitStack) -> list[str]:
+def materialize(stack: VitStack, *, blocks: bool = True) -> list[str]:
     """Initialise every meta placeholder of ``stack`` in place; return the names initialised.
+    ``blocks=False`` leaves the blocks' placeholders alone (a method that builds every block
+    itself and needs only a fresh stem and head); each tensor's values are the same either way.
 
     The tensors are drawn on a thread pool (``torch.get_num_threads()`` threads): a seeded
     CPU ``normal_`` runs on one thread, and each tensor has its own generator, so the values
     do not depend on the thread count or the order (DeiT-B from blank: ~0.9 s of draws on one
     thread)."""
     todo = []  # (part dict, key, full name) of every placeholder
-    for part, prefix in ((stack.stem, "stem"), *((b, f"blocks.{i}") for i, b in enumerate(stack.blocks)),
-                         (stack.head, "head")):
+    parts = [(stack.stem, "stem"), (stack.head, "head")]
+    if blocks:
+        parts[1:1] = [(b, f"blocks.{i}") for i, b in enumerate(stack.blocks)]  # stem, blocks, head
+    for part, prefix in parts:
         todo += [(part, key, f"{prefix}.{key}") for key, t in part.items() if t.device.type == "meta"]
     if not todo:
         return []

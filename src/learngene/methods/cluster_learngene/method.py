@@ -74,8 +74,9 @@ from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack.init import blank_stack, materialize
 from ...train.flops import forward_flops_per_sample
-from .._common import copy_head_if_same_labels, fit_stem, fresh_stack, pack, unpack
+from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
 from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
 from ..peg.maps import _mlp, _set_split, along
 from .._computed import ComputedViT
@@ -227,8 +228,11 @@ def _check_compatible(gene: Learngene, arch: dict[str, Any], target: VitStack) -
 
 def _build(gene: Learngene, arch: dict[str, Any]) -> "ClusterDescendant":
     cfg = gene.config
-    target = fresh_stack(arch)  # timm init, on a separate model, for what the learngene does not give
+    # Placeholders (no memory, no draws): blocks are built from the learngene; the stem and head are
+    # drawn fresh, and the blocks too when the descendant's heads are wider (their extra q/v dims).
+    target = blank_stack(arch)
     _check_compatible(gene, arch, target)
+    materialize(target, blocks=target.head_dim > int(gene.ancestry_arch["embed_dim"]) // int(gene.ancestry_arch["num_heads"]))
     sources = source_layers(int(gene.ancestry_arch["depth"]), target.depth, cfg.get("placement", "spread"))
     blocks = []
     for j, layer in enumerate(sources):

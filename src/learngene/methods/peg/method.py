@@ -79,7 +79,8 @@ from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
-from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
+from ...stack.init import blank_stack, materialize
+from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
 from .._computed import ComputedViT, register_nested
 from ..weight_selection.method import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
@@ -306,7 +307,9 @@ def _build(gene: Learngene, arch: dict[str, Any]) -> PegDescendant:
     if int(arch["embed_dim"]) != d:
         raise ConfigError(f"peg keeps the ancestry's width: embed_dim must be {d}, got {arch['embed_dim']} "
                           "(vary depth and num_heads; for a narrower model use weight-selection)")
-    target = fresh_stack(arch)  # timm init, on a separate model, for what the learngene does not give
+    # Placeholders (no memory, no draws): the blocks are built from the learngene; only the stem and
+    # head, and the blocks' extra head dims when the descendant's heads are wider, are drawn fresh.
+    target = blank_stack(arch)
     if target.mlp_hidden != hidden:
         raise ConfigError(f"peg keeps the ancestry's MLP width {hidden}: mlp_ratio must be {hidden / d:g}, "
                           f"got {arch.get('mlp_ratio')}")
@@ -319,6 +322,7 @@ def _build(gene: Learngene, arch: dict[str, Any]) -> PegDescendant:
     if l_d == int(ancestry["depth"]):  # the condensed maps fit: start from them
         reuse = ("layer_attn.", "layer_ffn.") + (("head_",) if h_d == int(ancestry["num_heads"]) else ())
         maps.load_state_dict({**maps.state_dict(), **{k: v for k, v in stored.items() if k.startswith(reuse)}})
+    materialize(target, blocks=hd_d > hd_b)
     extra = _stacked_extra(target, hd_b) if hd_d > hd_b else None
     target.stem.update(fit_stem(unpack("stem", gene.tensors), ancestry, arch))
     copy_head_if_same_labels(target, unpack("head", gene.tensors), ancestry)
