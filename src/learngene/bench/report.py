@@ -246,7 +246,7 @@ def _panels(count: int, rows: int = 1) -> tuple[Any, list[Any]]:
 def _method_style(methods: list[str]) -> dict[str, dict[str, Any]]:
     import matplotlib.pyplot as plt
 
-    colors = plt.cm.tab10.colors
+    colors = plt.cm.tab10.colors if len(methods) <= 10 else plt.cm.tab20.colors  # distinct up to 20 methods
     markers = "osD^vP*Xh<>"
     return {m: {"color": colors[i % len(colors)], "marker": markers[i % len(markers)]} for i, m in enumerate(methods)}
 
