@@ -61,10 +61,6 @@ def _load_pair(data: str, arch: dict[str, Any], augment: bool = False):
     return train, test
 
 
-def _is_clip_folder(path: str | Path) -> bool:
-    return (Path(path) / "clip_arch.json").is_file()  # learngene.clip.workflow.CLIP_ARCH_FILE (no clip import)
-
-
 def cmd_list() -> None:
     """List methods, datasets and model presets."""
     from .data import list_datasets
@@ -271,7 +267,9 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     info = dataset_info(data)
     source = Path(model)
-    if _is_clip_folder(source):  # a CLIP: contrastive fine-tuning on the dataset's caption pairs
+    from .clip.model import is_clip_folder  # needs no open_clip: a file check
+
+    if is_clip_folder(source):  # a CLIP: contrastive fine-tuning on the dataset's caption pairs
         if depth or embed_dim or num_heads or augment or resume:
             raise ConfigError("--depth/--embed-dim/--num-heads/--augment/--resume do not apply to a CLIP folder")
         from .clip.workflow import finetune_clip_folder
@@ -328,7 +326,9 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
     from .models import arch_of, load_ancestry
     from .train import evaluate
 
-    if _is_clip_folder(model):  # zero-shot accuracy and retrieval recall@1/5 on caption pairs
+    from .clip.model import is_clip_folder  # needs no open_clip: a file check
+
+    if is_clip_folder(model):  # zero-shot accuracy and retrieval recall@1/5 on caption pairs
         from .clip.workflow import evaluate_clip_folder
 
         print(json.dumps({"model": model, "data": data, "split": split, **evaluate_clip_folder(model, data, split)}))

@@ -93,7 +93,13 @@ def evaluate_clip(model: nn.Module, pairs: CaptionPairs, ks: tuple[int, ...] = (
 
 
 # -- ancestry loading ---------------------------------------------------------------------
-ANCESTRY_FILES = ("clip_arch.json", "model.safetensors", "tokenizer.json")
+CLIP_ARCH_FILE = "clip_arch.json"
+ANCESTRY_FILES = (CLIP_ARCH_FILE, "model.safetensors", "tokenizer.json")
+
+
+def is_clip_folder(path: str | Path) -> bool:
+    """A folder written by ``save_clip_ancestry`` (what the CLI's finetune/eval treat as a CLIP)."""
+    return (Path(path) / CLIP_ARCH_FILE).is_file()
 
 
 def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: str | Path) -> Path:
@@ -105,7 +111,7 @@ def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: st
     model = stack_to_open_clip(stack)
     atomic_save_safetensors(folder / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
     atomic_write_json(folder / "tokenizer.json", tokenizer.to_dict())
-    atomic_write_json(folder / "clip_arch.json", stack.arch)
+    atomic_write_json(folder / CLIP_ARCH_FILE, stack.arch)
     return folder
 
 
@@ -127,11 +133,11 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
             return open_clip_to_stack(source), None
         raise ConfigError(f"a CLIP ancestry has an image and a text tower; got a {type(source).__name__}. Pass an "
                           "open_clip.CLIP or transformers.CLIPModel, or a folder of `learngene clip-ancestry`")
-    if isinstance(source, (str, Path)) and Path(source).is_dir() and (Path(source) / "clip_arch.json").exists():
+    if isinstance(source, (str, Path)) and is_clip_folder(source):
         from safetensors.torch import load_file
 
         folder = Path(source)
-        arch = clip_arch(json.loads((folder / "clip_arch.json").read_text()))
+        arch = clip_arch(json.loads((folder / CLIP_ARCH_FILE).read_text()))
         model = build_open_clip(arch)
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
         return open_clip_to_stack(model), CaptionTokenizer.from_dict(json.loads((folder / "tokenizer.json").read_text()))

@@ -23,13 +23,6 @@ from .model import clip_mini_arch, evaluate_clip, load_clip_ancestry, save_clip_
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
 from .stack import ClipStack
 
-CLIP_ARCH_FILE = "clip_arch.json"
-
-
-def is_clip_folder(path: str | Path) -> bool:
-    return (Path(path) / CLIP_ARCH_FILE).is_file()
-
-
 def train_clip_ancestry(data: str, out: str | Path, config, *, vocabulary: Sequence[str] | None = None,
                         limit: int | None = None, image_layers: int = 6, text_layers: int = 6, width: int = 96,
                         heads: int = 6) -> dict[str, Any]:

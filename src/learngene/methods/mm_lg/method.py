@@ -96,11 +96,9 @@ def init_tensors(stack: ClipStack, num_layers: int) -> Tensors:
 
 def extract_clip(ancestry: Any, config: MmlgConfig | None = None, pairs=None, **options: Any) -> Learngene:
     """Condense a CLIP ancestry (model, folder, 'open_clip:...', 'hf:...') on caption pairs."""
-    config = config or MmlgConfig(**options)
     if pairs is None:
         raise ConfigError("mm-lg trains its learngene on image-caption pairs: pass pairs=load_caption_pairs(...)")
-    stack, tokenizer = load_clip_ancestry(ancestry)
-    return _condense_stack(stack, config, pairs, tokenizer)
+    return extract(ancestry, config or MmlgConfig(**options), data=pairs)
 
 
 def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None) -> Learngene:
