@@ -216,6 +216,10 @@ def test_shipped_suites_are_valid():
     a = mini.ancestry
     assert ancestry_key(a.preset, a.data, TrainConfig.from_dict(a.train), a.model_overrides()) == \
         ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train)
+    # speed-only fields stay out of keys: the key of the committed mini results still names its ancestry
+    compiled = TrainConfig.from_dict({**demo_train.to_dict(), "compile": True})
+    assert ancestry_key(demo.ancestry_preset, demo.ancestry_data, compiled) == \
+        ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train) == "7fe3e19704"
     smoke = load_suite("smoke")
     assert len(smoke.seeds) >= 2 and len(smoke.datasets) == 1
 

@@ -228,7 +228,7 @@ def config_hash(obj: Any) -> str:
 
 def ancestry_key(preset: str, data: str, train_config: Any, model_overrides: dict[str, int] | None = None) -> str:
     """The ancestry recipe's key; equal to `learngene demo`'s for the same preset/data/TrainConfig."""
-    recipe: dict[str, Any] = {"preset": preset, "data": data, "train": train_config.to_dict()}
+    recipe: dict[str, Any] = {"preset": preset, "data": data, "train": train_config.key_dict()}
     if model_overrides:
         recipe["model"] = dict(sorted(model_overrides.items()))
     return config_hash(recipe)
@@ -277,6 +277,6 @@ def plan_cells(suite: Suite, ancestry: str, arch: dict[str, Any], *, methods: li
             gkey = gene_key(ancestry, entry.method, config, entry.extraction_data(suite.ancestry.data, dataset))
             for shape in suite_shapes(suite, arch):
                 for seed in seeds:
-                    key = cell_key(gkey, dataset, shape, suite.finetune_config(seed, entry).to_dict())
+                    key = cell_key(gkey, dataset, shape, suite.finetune_config(seed, entry).key_dict())
                     cells.append(Cell(entry, dataset, shape, seed, gkey, key))
     return cells, unavailable

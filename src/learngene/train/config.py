@@ -18,6 +18,10 @@ AMP_MODES = ("auto", "off", "bf16")
 
 # Fields that may differ between a run and its resumption without changing the trajectory.
 RESUME_FREE_FIELDS = ("eval_every", "checkpoint", "num_workers", "device", "compile")
+# Fields that change only the speed, not what is trained (up to float rounding): left out of
+# cache keys (``key_dict``), so switching one on reuses cached runs, and keys recorded before
+# such a field existed stay valid (the committed benchmark results name their cells by key).
+SPEED_ONLY_FIELDS = ("compile",)
 
 
 @dataclass
@@ -117,6 +121,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """``to_dict`` without ``SPEED_ONLY_FIELDS``: what cache keys (ancestry, bench cells) hash."""
+        return {k: v for k, v in self.to_dict().items() if k not in SPEED_ONLY_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
