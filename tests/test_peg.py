@@ -332,3 +332,49 @@ def test_learngene_expand_trainable_and_fold_go_through_the_registry(drawn, tiny
     heuristic = learngene.extract("heuristic", tiny_ancestry, k=1)
     model = heuristic.expand(depth=2, seed=0, trainable=True)
     assert isinstance(model, VisionTransformer) and heuristic.fold(model) is model
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(depth=6, num_heads=2), dict(depth=3, num_heads=6, num_classes=4)])
+def test_expand_is_fold_of_the_trainable_descendant_bit_for_bit(drawn, shape, monkeypatch):
+    """`expand` computes straight from the learngene (no trainable module, maps folded in chunks);
+    it must give exactly the weights of folding the trainable descendant, and the descendant's
+    forward (autograd on) must compute the folded model's output. Chunks of 5 elements make
+    every map run in many chunks."""
+    import learngene.methods.peg.maps as peg_maps
+
+    monkeypatch.setattr(peg_maps, "FOLD_CHUNK", 5)
+    trainable = expand_trainable(drawn, seed=3, **shape).eval()
+    want = fold(trainable).state_dict()
+    got = drawn.expand(seed=3, **shape).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    gene_storage = {t.untyped_storage().data_ptr() for t in drawn.tensors.values()}
+    assert not gene_storage & {t.untyped_storage().data_ptr() for t in got.values()}  # never aliases the learngene
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(trainable(x), fold(trainable).eval()(x))
+
+
+def test_maps_act_on_every_vector_along_the_axis():
+    """`along` is the map (Linear -> ReLU -> Linear) applied to each vector along the axis, in
+    chunks, the same numbers with autograd and without; random maps, so the ReLU bites."""
+    import learngene.methods.peg.maps as peg_maps
+
+    torch.manual_seed(0)
+    maps = PegMaps(3, 5, 2, 4, "paper")
+    x = torch.randn(3, 7, 2, 6)
+    for seq, axis, size in ((maps.layer_ffn, 0, 5), (maps.head_qk[1], 2, 4)):
+        reference = seq(x.movedim(axis, -1)).movedim(-1, axis)  # nn.Linear on each vector
+        for chunk in (1, 4, 1000):
+            peg_maps.FOLD_CHUNK, saved = chunk, peg_maps.FOLD_CHUNK
+            try:
+                with torch.enable_grad():
+                    tracked = peg_maps.along(seq, x, axis)
+                with torch.no_grad():
+                    folded = peg_maps.along(seq, x, axis)
+            finally:
+                peg_maps.FOLD_CHUNK = saved
+            assert tracked.requires_grad and not folded.requires_grad and tracked.shape[axis] == size
+            torch.testing.assert_close(tracked, reference, rtol=1e-6, atol=1e-6)
+            assert torch.equal(folded, tracked.detach()), chunk
+            tracked.sum().backward()  # gradients flow through the chunks to the map
+            assert seq[0].weight.grad is not None and seq[0].weight.grad.abs().sum() > 0
+            seq.zero_grad()

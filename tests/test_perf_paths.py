@@ -117,6 +117,47 @@ def test_from_stack_materialises_placeholders_without_touching_the_callers_stack
     assert all(p.device.type == "cpu" and p.requires_grad for p in model.parameters())
 
 
+def test_from_stack_consume_hands_over_owned_tensors_and_copies_the_rest():
+    """consume=True: a computed tensor that owns its storage goes into the model as it is; views
+    into a larger tensor, protected tensors (a learngene's) and a second use of one storage are
+    cloned; the stack is emptied; the weights are those of the default (copying) mode."""
+    torch.manual_seed(0)
+    blank = blank_stack(BASE)
+    owned = {k: torch.randn(v.shape) for k, v in blank.blocks[0].items()}
+    big = torch.randn(2, *blank.blocks[1]["fc1.weight"].shape)
+    protected = torch.randn(blank.blocks[1]["fc2.weight"].shape)
+    blank.blocks[0] = dict(owned)
+    blank.blocks[1]["fc1.weight"] = big[1]                # a view into a larger tensor
+    blank.blocks[1]["fc2.weight"] = protected             # e.g. a learngene's tensor
+    blank.blocks[1]["norm1.weight"] = owned["norm1.weight"]  # one storage used twice
+    want = from_stack(blank).state_dict()  # default mode first: it leaves the stack as it was
+    model = from_stack(blank, consume=True, protect=[protected])
+    got = model.state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)  # fresh ones too: the same init_seed
+    assert torch.equal(got["blocks.1.mlp.fc1.weight"], big[1]) and torch.equal(got["blocks.1.mlp.fc2.weight"], protected)
+    ptr = lambda t: t.untyped_storage().data_ptr()  # noqa: E731
+    assert ptr(model.blocks[0].mlp.fc1.weight) == ptr(owned["fc1.weight"])        # handed over, not copied
+    assert ptr(model.blocks[0].norm1.weight) == ptr(owned["norm1.weight"])
+    assert ptr(model.blocks[1].norm1.weight) != ptr(owned["norm1.weight"])        # the second use is a copy
+    assert ptr(model.blocks[1].mlp.fc1.weight) != ptr(big)
+    assert ptr(model.blocks[1].mlp.fc2.weight) != ptr(protected)
+    assert len({ptr(p) for p in model.parameters()}) == len(list(model.parameters()))  # no two weights share
+    assert not blank.stem and not blank.head and all(not b for b in blank.blocks)     # given away
+
+
+def test_tleg_expansion_without_autograd_is_the_same_arithmetic():
+    from learngene.methods.tleg.method import linear_expand
+
+    g = torch.Generator().manual_seed(0)
+    a, b = {"w": torch.randn(6, 5, generator=g)}, {"w": torch.randn(6, 5, generator=g)}
+    plain = linear_expand(a, b, 7)
+    tracked = linear_expand({"w": a["w"].clone().requires_grad_()}, b, 7)
+    assert tracked[3]["w"].requires_grad and not plain[3]["w"].requires_grad
+    assert all(torch.equal(p["w"], t["w"]) for p, t in zip(plain, tracked))
+    assert torch.equal(plain[0]["w"], a["w"]) and len({x["w"].data_ptr() for x in plain}) == 7
+
+
 def test_growing_initialises_only_what_the_learngene_lacks(monkeypatch):
     """heuristic last-2 of 4 into depth 4: the stem and blocks 2-3 come from the learngene;
     only blocks 0-1 and the head are initialised, and timm's own init never runs on real tensors."""

@@ -7,6 +7,7 @@ the round trip is bitwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -118,22 +119,24 @@ def state_dict_to_stack(state: dict[str, torch.Tensor], arch: dict[str, Any]) ->
     return VitStack(arch=dict(arch), stem=stem, blocks=blocks, head=head)
 
 
+def _block_state(block: dict[str, torch.Tensor], i: int, D: int) -> dict[str, torch.Tensor]:
+    """One canonical block as timm keys of block ``i`` (q/k/v fused into new tensors)."""
+    state = {TIMM_BLOCK[c].format(i=i): t for c, t in block.items() if c in TIMM_BLOCK}
+    # [H, hd, D] x3 -> [3*D, D]: rows [q; k; v], heads contiguous (timm's order).
+    state[TIMM_QKV_WEIGHT.format(i=i)] = torch.stack([block["q.weight"], block["k.weight"], block["v.weight"]]).reshape(3 * D, D)
+    if "q.bias" in block:
+        state[TIMM_QKV_BIAS.format(i=i)] = torch.stack([block["q.bias"], block["k.bias"], block["v.bias"]]).reshape(3 * D)
+    state[TIMM_PROJ_WEIGHT.format(i=i)] = block["proj.weight"].reshape(D, D)
+    return state
+
+
 def stack_to_state_dict(stack: VitStack) -> dict[str, torch.Tensor]:
     """Fuse the canonical stack back into a timm ViT state dict."""
-    D = stack.embed_dim
     state: dict[str, torch.Tensor] = {TIMM_STEM[c]: t for c, t in stack.stem.items()}
     for i, block in enumerate(stack.blocks):
-        for c, t in block.items():
-            if c in TIMM_BLOCK:
-                state[TIMM_BLOCK[c].format(i=i)] = t
-        # [H, hd, D] x3 -> [3*D, D]: rows [q; k; v], heads contiguous (timm's order).
-        state[TIMM_QKV_WEIGHT.format(i=i)] = torch.stack([block["q.weight"], block["k.weight"], block["v.weight"]]).reshape(3 * D, D)
-        if "q.bias" in block:
-            state[TIMM_QKV_BIAS.format(i=i)] = torch.stack([block["q.bias"], block["k.bias"], block["v.bias"]]).reshape(3 * D)
-        state[TIMM_PROJ_WEIGHT.format(i=i)] = block["proj.weight"].reshape(D, D)
+        state.update(_block_state(block, i, stack.embed_dim))
     table = _head_table(stack.arch)
-    for c, t in stack.head.items():
-        state[table[c]] = t
+    state.update({table[c]: t for c, t in stack.head.items()})
     return state
 
 
@@ -144,21 +147,41 @@ def to_stack(model: VisionTransformer) -> VitStack:
     return state_dict_to_stack(state, arch)
 
 
-def _storage_ptrs(stack: VitStack) -> set[int]:
-    """Storage addresses of the stack's real tensors (meta placeholders have none)."""
-    parts = (stack.stem, stack.head, *stack.blocks)
-    return {t.untyped_storage().data_ptr() for part in parts for t in part.values() if t.device.type != "meta"}
+def _storage_ptrs(tensors) -> set[int]:
+    """Storage addresses of real tensors (meta placeholders have none)."""
+    return {t.untyped_storage().data_ptr() for t in tensors if t.device.type != "meta"}
 
 
-def from_stack(stack: VitStack, *, requires_grad: bool = True) -> VisionTransformer:
-    """Build a timm VisionTransformer holding exactly the stack's tensors (copied).
+def _stack_tensors(stack: VitStack):
+    return [t for part in (stack.stem, stack.head, *stack.blocks) for t in part.values()]
+
+
+def _owns_its_storage(t: torch.Tensor) -> bool:
+    """True when ``t`` spans its whole storage (not a view into a larger tensor)."""
+    return (t.is_contiguous() and t.storage_offset() == 0
+            and t.untyped_storage().nbytes() == t.numel() * t.element_size())
+
+
+def from_stack(stack: VitStack, *, requires_grad: bool = True, consume: bool = False,
+               protect: Iterable[torch.Tensor] = ()) -> VisionTransformer:
+    """Build a timm VisionTransformer holding exactly the stack's tensors.
 
     Meta placeholders left in the stack (see ``blank_stack``) are initialised first, with
-    timm's distributions (``materialize``); the caller's stack is not modified. The module
-    is created on the meta device (without timm's init) and the tensors assigned, so no
-    random initialisation is spent on weights that are overwritten at once, and every
-    weight is copied once: tensors the caller's stack holds are cloned, tensors made here
-    (fused q/k/v, fresh placeholders) are used as they are.
+    timm's distributions (``materialize``). The module is created on the meta device
+    (without timm's init) and the tensors assigned, so no random initialisation is spent on
+    weights that are overwritten at once.
+
+    Copies, two modes:
+
+    - default: the caller keeps its stack (placeholders stay placeholders); every tensor it
+      holds is cloned into the model, tensors made here (fused q/k/v, fresh ones) are used
+      as they are. Peak memory: the caller's tensors + the model.
+    - ``consume=True``: the caller gives its stack away (a method that computed the
+      descendant's tensors and has no further use for them). Tensors that own their whole
+      storage go into the model as they are; views into larger tensors, and tensors sharing
+      storage with anything in ``protect`` (the learngene's tensors, an ancestry) or with an
+      earlier weight, are cloned. The stack is emptied block by block as q/k/v are fused,
+      so peak memory is about one model (issue 11: nothing held twice).
     """
     from .init import materialize
 
@@ -166,28 +189,53 @@ def from_stack(stack: VitStack, *, requires_grad: bool = True) -> VisionTransfor
         stack.validate()
     except ValueError as e:
         raise ConfigError(f"invalid stack: {e}") from None
-    callers = _storage_ptrs(stack)
-    filled = VitStack(dict(stack.arch), dict(stack.stem), [dict(b) for b in stack.blocks], dict(stack.head),
-                      stack.init_seed)
+    if consume:
+        kept_apart = _storage_ptrs(protect)
+        owner = stack
+    else:
+        kept_apart = _storage_ptrs(_stack_tensors(stack))
+        owner = VitStack(dict(stack.arch), dict(stack.stem), [dict(b) for b in stack.blocks], dict(stack.head),
+                         stack.init_seed)
     try:
-        materialize(filled)  # only the placeholders: the caller's dicts are untouched
+        materialize(owner)  # only the placeholders (on the copy of the dicts unless consuming)
     except ValueError as e:
         raise ConfigError(f"invalid stack: {e}") from None
-    state = {k: v.detach().clone() if v.untyped_storage().data_ptr() in callers else v.detach()
-             for k, v in stack_to_state_dict(filled).items()}
+
+    used: set[int] = set()
+
+    def own(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in kept_apart or ptr in used or (consume and not _owns_its_storage(t)):
+            t = t.clone(memory_format=torch.contiguous_format)
+            ptr = t.untyped_storage().data_ptr()
+        used.add(ptr)
+        return t
+
+    table = _head_table(owner.arch)
+    state = {TIMM_STEM[c]: own(t) for c, t in owner.stem.items()}
+    for i, block in enumerate(owner.blocks):
+        state.update({k: own(v) for k, v in _block_state(block, i, owner.embed_dim).items()})
+        if consume:
+            block.clear()  # the separate q/k/v are dropped as soon as they are fused
+    state.update({table[c]: own(t) for c, t in owner.head.items()})
+    if consume:
+        owner.stem.clear()
+        owner.head.clear()
+
     init_mode = stack.arch.get("weight_init", "")
     model = VisionTransformer(**{**stack.arch, "weight_init": "skip"}, device="meta")
     if hasattr(model, "weight_init_mode"):  # what a later model.init_weights() uses: as if built with arch
         model.weight_init_mode = "reset" if init_mode == "skip" else init_mode
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    own_state = model.state_dict()
+    missing = sorted(set(own_state) - set(state))
+    unexpected = sorted(set(state) - set(own_state))
     if missing or unexpected:
         raise ConfigError(f"stack does not match its arch: missing {missing[:4]}, unexpected {unexpected[:4]}")
     for k, v in state.items():  # the stem and head too (validate() checks the blocks)
-        if tuple(v.shape) != tuple(own[k].shape):
+        if tuple(v.shape) != tuple(own_state[k].shape):
             raise ConfigError(f"stack does not match its arch: {k} has shape {tuple(v.shape)}, the architecture "
-                              f"needs {tuple(own[k].shape)}")
+                              f"needs {tuple(own_state[k].shape)}")
         if not v.is_floating_point():
             raise ConfigError(f"stack tensor {k} has dtype {v.dtype}; weights must be floating point")
     model.load_state_dict(state, strict=True, assign=True)

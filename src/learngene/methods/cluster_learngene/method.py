@@ -227,6 +227,12 @@ def _check_compatible(gene: Learngene, arch: dict[str, Any], target: VitStack) -
 
 
 def _build(gene: Learngene, arch: dict[str, Any]) -> "ClusterDescendant":
+    return ClusterDescendant(arch, **_parts(gene, arch))
+
+
+def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
+    """What a descendant of ``arch`` starts from: each block's attention tensors and norms, the
+    kept FFNs (the stored tensors, not copies), which blocks share each, stem and head."""
     cfg = gene.config
     # Placeholders (no memory, no draws): blocks are built from the learngene; the stem and head are
     # drawn fresh, and the blocks too when the descendant's heads are wider (their extra q/v dims).
@@ -248,7 +254,31 @@ def _build(gene: Learngene, arch: dict[str, Any]) -> "ClusterDescendant":
     ffns = {kept: unpack(f"ffn.{kept}", gene.tensors) for kept in members}
     target.stem.update(fit_stem(unpack("stem", gene.tensors), gene.ancestry_arch, arch))
     copy_head_if_same_labels(target, unpack("head", gene.tensors), gene.ancestry_arch)
-    return ClusterDescendant(arch, blocks=blocks, ffns=ffns, members=members, stem=target.stem, head=target.head)
+    return dict(blocks=blocks, ffns=ffns, members=members, stem=target.stem, head=target.head)
+
+
+def start_transforms(members: dict[int, list[int]]) -> nn.ModuleDict:
+    """One FFN transform (1 -> n layers) per kept FFN, each starting as an exact copy."""
+    transforms = nn.ModuleDict()
+    for kept, layers in members.items():
+        transform = _mlp(1, len(layers), "split")
+        _set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
+        transforms[str(kept)] = transform
+    return transforms
+
+
+def add_shared_ffns(blocks: list[Tensors], ffns: dict[int, Tensors], members: dict[int, list[int]],
+                    transforms: nn.ModuleDict) -> None:
+    """Put into ``blocks[j]`` the FFN tensors of descendant layer j: its group's kept FFN
+    through the group's transform. Without autograd (folding) every block gets its own
+    contiguous tensors, so each group's [n, ...] result can go at once."""
+    folding = not torch.is_grad_enabled()
+    for kept, layers in members.items():
+        transform = transforms[str(kept)]
+        for key, tensor in ffns[kept].items():
+            expanded = along(transform, tensor.unsqueeze(0), 0)  # [1, ...] -> [n, ...] along the layer axis
+            for position, j in enumerate(layers):
+                blocks[j][key] = expanded[position].clone() if folding else expanded[position]
 
 
 class ClusterDescendant(ComputedViT):
@@ -265,21 +295,13 @@ class ClusterDescendant(ComputedViT):
                   "stem": stem, "head": head}
         super().__init__(arch, groups)
         self.members = {int(kept): list(layers) for kept, layers in members.items()}
-        self.transforms = nn.ModuleDict()
-        for kept, layers in self.members.items():
-            transform = _mlp(1, len(layers), "split")
-            _set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
-            self.transforms[str(kept)] = transform
+        self.transforms = start_transforms(self.members)
 
     def stack(self) -> VitStack:
         """The descendant's canonical stack (differentiable in every parameter)."""
         blocks = [self.group(f"blocks.{j}") for j in range(int(self.arch["depth"]))]
-        for kept, layers in self.members.items():
-            transform = self.transforms[str(kept)]
-            for key, tensor in self.group(f"ffn.{kept}").items():
-                expanded = along(transform, tensor.unsqueeze(0), 0)  # [1, ...] -> [n, ...] along the layer axis
-                for position, j in enumerate(layers):
-                    blocks[j][key] = expanded[position]
+        ffns = {kept: self.group(f"ffn.{kept}") for kept in self.members}
+        add_shared_ffns(blocks, ffns, self.members, self.transforms)
         return VitStack(arch=dict(self.arch), stem=self.group("stem"), blocks=blocks, head=self.group("head"))
 
     @torch.jit.ignore
@@ -303,12 +325,22 @@ def fold(descendant: ClusterDescendant) -> VisionTransformer:
     detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
     stack = VitStack(arch=dict(stack.arch), stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
                      head=detach(stack.head))
-    return from_stack(stack).train(descendant.training)
+    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
+    return model.train(descendant.training)
 
 
 def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
-    """A timm ViT of ``arch``: the descendant with its FFN transforms at their start values, folded."""
-    return fold(_build(gene, arch))
+    """A timm ViT of ``arch``: the descendant with its FFN transforms at their start values, folded.
+
+    The same numbers as ``fold(expand_trainable(gene, arch))``, computed straight from the
+    learngene's tensors (no trainable module, so no copy of them) and handed to the model
+    uncopied: about one model of memory at the peak.
+    """
+    parts = _parts(gene, arch)
+    with torch.no_grad():
+        add_shared_ffns(parts["blocks"], parts["ffns"], parts["members"], start_transforms(parts["members"]))
+    stack = VitStack(arch=dict(arch), stem=parts["stem"], blocks=parts["blocks"], head=parts["head"])
+    return from_stack(stack, consume=True, protect=gene.tensors.values())
 
 
 # -- the artifact --------------------------------------------------------------------------------------

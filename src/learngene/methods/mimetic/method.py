@@ -27,20 +27,31 @@ W_proj = proj.weight.reshape(D, D)^T.
   ViT experiments (the same numbers appear hard-coded in public re-implementations).
 
 Computing the query-key truncation (speed): a head needs only the top hd singular triplets
-of M1 [D, D], so they come from the symmetric eigendecomposition of the Gram matrix
-M1^T M1 = V S^2 V^T (about twice as fast as a full SVD on CPU: ~1 s instead of ~2 s per
-DeiT-B block): V_hd = its top hd eigenvectors, S_hd = sqrt of their eigenvalues,
-U_hd = M1 V_hd / S_hd. The product W_q^h W_k^h^T = U_hd S_hd V_hd^T is the same truncated
-SVD; against LAPACK's SVD it agrees to float32 rounding (~1e-6), and a singular pair
-may come out with both vectors' signs flipped (the product does not change). The top hd
-singular values of M1 are far from zero (about beta1 and up), so dividing by S_hd is
-well conditioned. The value-projection keeps the full SVD: it needs every singular
+of M1 [D, D], so they come from the symmetric Gram matrix M1^T M1 = V S^2 V^T (one BLAS
+``syrk``, half a matrix product): LAPACK's ``syevr`` (MRRR) returns only its top hd
+eigenvectors V_hd (scipy's ``subset_by_index``; it still tridiagonalises the whole matrix,
+the part no exact method avoids), S_hd = sqrt of their eigenvalues, U_hd = M1 V_hd / S_hd.
+The product W_q^h W_k^h^T = U_hd S_hd V_hd^T is the same truncated SVD; against LAPACK's
+SVD it agrees to float32 rounding (~1e-6), and a singular pair may come out with both
+vectors' signs flipped (the product does not change). The top hd singular values of M1
+are far from zero (about beta1 and up), so dividing by S_hd is well conditioned. The
+value-projection keeps the full SVD (LAPACK ``gesdd``): it needs every singular
 direction, including the small ones.
 
-Threads: the decompositions run on one torch thread. At D = 768 LAPACK's eigh/SVD gain
-little from threads, and on a machine whose cores are shared they collapse (threads
-spin at barriers): one DeiT-B block took 6-7 s on 2 threads against 1.8 s on 1, on 2
-shared cores under load (a whole DeiT-B expansion: 413 s before this change).
+Cost at DeiT-B (D = 768, 12 heads, 12 blocks; one core of this project's 2-core machine,
+``python benchmarks/perf.py --threads 2 --only expand --methods mimetic``): per head
+~7 ms Gram + ~26 ms ``syevr``; per block ~0.1 s SVD: about 6 s for the 144 heads and 12
+value-projections, against 13 s with a full ``eigh`` per head (and ~30 s with a full
+SVD per head). The tridiagonal reduction of 144 matrices of 768 x 768 alone takes ~3.5 s
+here, so the paper's exact construction cannot meet the 1 s expansion target of the
+other methods on this CPU; only an approximate (randomised) truncation could, and that
+would no longer be the paper's init.
+
+Threads: the decompositions run on one thread (torch's and the BLAS's). At D = 768
+LAPACK's eigensolvers gain little from threads, and on a machine whose cores are shared
+they collapse (threads spin at barriers): one DeiT-B block took 6-7 s on 2 threads against
+1.8 s on 1, on 2 shared cores under load (a whole DeiT-B expansion: 413 s before this
+was done).
 
 Departures and choices:
 - Z is Gaussian N(0, 1/D) as the paper's text states; the uniform distribution of equal
@@ -59,6 +70,9 @@ import contextlib
 import math
 from typing import Any
 
+import scipy.linalg
+import scipy.linalg.blas
+import threadpoolctl
 import torch
 
 from ...artifact import Learngene
@@ -69,18 +83,25 @@ from .config import MimeticConfig
 
 
 def top_singular_triplets(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``rank`` largest singular triplets of square matrices ``m`` [..., D, D], largest first.
+    """The ``rank`` largest singular triplets of square float32 matrices ``m`` [..., D, D], largest first.
 
     Returns U [..., D, rank], S [..., rank], V [..., D, rank] with m ~ U diag(S) V^T (the
-    truncated SVD), from the eigendecomposition of the Gram matrix m^T m (module docstring).
+    truncated SVD), from the top eigenpairs of the Gram matrix m^T m (module docstring).
     Meant for singular values well above zero, as mimetic's M1 has.
     """
-    gram = m.transpose(-1, -2) @ m                       # [..., D, D], symmetric
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
-    v = eigenvectors[..., -rank:].flip(-1)               # [..., D, rank], largest first
-    s = eigenvalues[..., -rank:].flip(-1).clamp_min(0).sqrt()  # [..., rank]
-    u = (m @ v) / s.clamp_min(torch.finfo(m.dtype).tiny)[..., None, :]  # [..., D, rank], unit columns
-    return u, s, v
+    *batch, d, _ = m.shape
+    flat = m.reshape(-1, d, d)
+    u, s, v = torch.empty(len(flat), d, rank), torch.empty(len(flat), rank), torch.empty(len(flat), d, rank)
+    for i, matrix in enumerate(flat):
+        matrix = matrix.contiguous().float()
+        # numpy's view of matrix^T is Fortran-ordered matrix: syrk(a = matrix^T) = matrix^T matrix, upper triangle.
+        gram = scipy.linalg.blas.ssyrk(1.0, matrix.numpy().T, trans=0, lower=0)        # [D, D]
+        eigenvalues, eigenvectors = scipy.linalg.eigh(gram, lower=False, subset_by_index=[d - rank, d - 1],
+                                                      driver="evr", overwrite_a=True, check_finite=False)  # ascending
+        v[i] = torch.from_numpy(eigenvectors).flip(-1)                                  # [D, rank], largest first
+        s[i] = torch.from_numpy(eigenvalues).flip(-1).clamp_min(0).sqrt()               # [rank]
+        u[i] = (matrix @ v[i]) / s[i].clamp_min(torch.finfo(torch.float32).tiny)       # [D, rank], unit columns
+    return u.reshape(*batch, d, rank), s.reshape(*batch, rank), v.reshape(*batch, d, rank)
 
 
 def mimetic_attention(embed_dim: int, num_heads: int, config: MimeticConfig) -> Tensors:
@@ -90,22 +111,29 @@ def mimetic_attention(embed_dim: int, num_heads: int, config: MimeticConfig) -> 
     """
     D, H = embed_dim, num_heads
     hd = D // H
-    eye = torch.eye(D)
-    # Query-key: one D x D target per head, truncated to rank hd.
-    z1 = torch.randn(H, D, D) / math.sqrt(D)
-    u_hd, s_hd, v_hd = top_singular_triplets(config.alpha1 * z1 + config.beta1 * eye, hd)  # [H,D,hd] [H,hd] [H,D,hd]
-    root = s_hd.sqrt()                                                    # [H, hd]
-    q = (u_hd * root[:, None, :]).transpose(1, 2)                         # (U_hd sqrt S)^T: [H, hd, D]
-    k = (v_hd * root[:, None, :]).transpose(1, 2)                         # (V_hd sqrt S)^T: [H, hd, D]
+    # Query-key: one D x D target per head, truncated to rank hd. Targets are made one head at a
+    # time, in place in Z1 (memory: Z1 and one head's work, not H copies of [D, D]).
+    z1 = torch.randn(H, D, D).div_(math.sqrt(D))
+    q, k = torch.empty(H, hd, D), torch.empty(H, hd, D)
+    for h in range(H):
+        m1 = z1[h].mul_(config.alpha1)
+        m1.diagonal().add_(config.beta1)                                  # alpha1 Z1 + beta1 I  [D, D]
+        u_hd, s_hd, v_hd = top_singular_triplets(m1, hd)                  # [D, hd] [hd] [D, hd]
+        root = s_hd.sqrt()
+        q[h] = (u_hd * root).T                                            # (U_hd sqrt S)^T: [hd, D]
+        k[h] = (v_hd * root).T                                            # (V_hd sqrt S)^T: [hd, D]
+    del z1
     # Value-projection: one D x D target for all heads together, full rank.
     z2 = torch.randn(D, D) / math.sqrt(D)
-    u2, s2, vh2 = torch.linalg.svd(config.alpha2 * z2 - config.beta2 * eye)
+    m2 = z2.mul_(config.alpha2)
+    m2.diagonal().sub_(config.beta2)                                      # alpha2 Z2 - beta2 I  [D, D]
+    u2, s2, vh2 = (torch.from_numpy(x) for x in scipy.linalg.svd(m2.numpy(), lapack_driver="gesdd", check_finite=False))
     root2 = s2.sqrt()
     w_v = u2 * root2[None, :]        # paper's W_v [D_in, D_out]
     w_proj = root2[:, None] * vh2    # paper's W_proj [D_in, D_out]; W_v @ W_proj = M2
     return {
-        "q.weight": q.contiguous(),
-        "k.weight": k.contiguous(),
+        "q.weight": q,
+        "k.weight": k,
         "v.weight": w_v.T.reshape(H, hd, D).contiguous(),        # Linear weight = W_v^T, rows grouped by head
         "proj.weight": w_proj.T.reshape(D, H, hd).contiguous(),  # Linear weight = W_proj^T, columns by head
     }
@@ -113,11 +141,12 @@ def mimetic_attention(embed_dim: int, num_heads: int, config: MimeticConfig) -> 
 
 @contextlib.contextmanager
 def _one_thread():
-    """Run the block on one torch thread (see the module docstring), then restore the count."""
+    """Run on one thread, torch's and the BLAS's scipy uses (see the module docstring), then restore."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpoolctl.threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(threads)
 

@@ -81,9 +81,64 @@ def _set_split(seq: nn.Sequential, matrix: torch.Tensor) -> None:
         seq[2].bias.zero_()
 
 
-def along(seq: nn.Module, x: torch.Tensor, axis: int) -> torch.Tensor:
-    """Apply a map to every vector of ``x`` along ``axis`` (that axis changes size n_in -> n_out)."""
-    return seq(x.movedim(axis, -1)).movedim(-1, axis)
+# Elements per chunk of a map (see ``along``): the hidden activations of a chunk take
+# [hidden, 32768] floats (a few MB) instead of [hidden, every element], which at DeiT-B
+# would be twice the model.
+FOLD_CHUNK = 1 << 15
+
+
+def _mlp_columns(seq: nn.Sequential, cols: torch.Tensor, hidden: torch.Tensor | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``seq`` (Linear -> ReLU -> Linear) applied to every column of ``cols`` [n_in, N] -> [n_out, N].
+
+    ``hidden`` [h, N] and ``out`` [n_out, N]: buffers to write into (no autograd only), so that
+    a loop over chunks allocates nothing.
+    """
+    first, last = seq[0], seq[2]
+    if hidden is None:
+        h = torch.relu(first.weight @ cols if first.bias is None else torch.addmm(first.bias[:, None], first.weight, cols))
+        return last.weight @ h if last.bias is None else torch.addmm(last.bias[:, None], last.weight, h)
+    if first.bias is None:
+        torch.mm(first.weight, cols, out=hidden)
+    else:
+        torch.addmm(first.bias[:, None], first.weight, cols, out=hidden)
+    hidden.relu_()
+    if last.bias is None:
+        return torch.mm(last.weight, hidden, out=out)
+    return torch.addmm(last.bias[:, None], last.weight, hidden, out=out)
+
+
+def along(seq: nn.Sequential, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Apply a map to every vector of ``x`` along ``axis`` (that axis changes size n_in -> n_out).
+
+    The vectors are laid out as the columns of a matrix [n_in, N] (a view when ``axis`` is 0
+    and ``x`` contiguous, as the stacked layer axis is) and the map runs as two matrix
+    products, W2 relu(W1 X + b1) + b2: the same map as the Linear layers applied to each
+    vector. It runs over chunks of ``FOLD_CHUNK`` columns written into one output, with or
+    without autograd alike, so that a descendant's forward and its ``fold`` compute the
+    same numbers bit for bit (BLAS may round a product differently with another number of
+    columns); without autograd the chunks also reuse two buffers, so the hidden activations
+    never exist for all elements at once.
+    """
+    moved = x.movedim(axis, 0)
+    cols = moved.reshape(moved.shape[0], -1)  # [n_in, N]
+    n_hidden, n_out, total = seq[0].out_features, seq[2].out_features, cols.shape[1]
+    tracked = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
+    if total <= FOLD_CHUNK:
+        out = _mlp_columns(seq, cols)
+    else:
+        out = cols.new_empty(n_out, total)
+        if not tracked:
+            hidden_buffer, out_buffer = cols.new_empty(n_hidden * FOLD_CHUNK), cols.new_empty(n_out * FOLD_CHUNK)
+        for start in range(0, total, FOLD_CHUNK):
+            n = min(FOLD_CHUNK, total - start)
+            chunk = cols[:, start:start + n]
+            if tracked:  # autograd keeps each chunk's hidden for the backward pass anyway
+                out[:, start:start + n] = _mlp_columns(seq, chunk)
+            else:
+                out[:, start:start + n] = _mlp_columns(seq, chunk, hidden_buffer[:n_hidden * n].view(n_hidden, n),
+                                                       out_buffer[:n_out * n].view(n_out, n))
+    return out.reshape(n_out, *moved.shape[1:]).movedim(0, axis)
 
 
 class PegMaps(nn.Module):
@@ -150,16 +205,18 @@ def expand_layers(layers: Tensors, maps: PegMaps, head_dim: int, extra: Tensors 
     ``extra``: per-head dims beyond hd_b, stacked over the L_d descendant layers
     (needed only when ``head_dim > hd_b``). Returns L_d dicts of canonical block tensors.
     """
-    deep = {key: along(maps.layer_attn if key in ATTN_KEYS else maps.layer_ffn, t, 0) for key, t in layers.items()}
-    blocks = []
-    for l in range(maps.shape[1]):
-        block = {}
-        for key, t in deep.items():
-            x = t[l]
+    folding = not torch.is_grad_enabled()
+    blocks: list[Tensors] = [{} for _ in range(maps.shape[1])]
+    for key, t in layers.items():  # one key at a time: its L_d-layer tensor is dropped before the next
+        deep = along(maps.layer_attn if key in ATTN_KEYS else maps.layer_ffn, t, 0)  # [L_d, ...]
+        for l, block in enumerate(blocks):
+            x = deep[l]
             if key in HEAD_AXIS:
                 head_map = getattr(maps, HEAD_MAP[key.split(".")[0]])[l]
                 x = along(head_map, x, HEAD_AXIS[key])
                 x = fit_head_dim(x, key, head_dim, None if extra is None or key not in extra else extra[key][l])
-            block[key] = x
-        blocks.append(block)
+            # Folding (no autograd): each block gets its own contiguous tensor, so `deep` can go
+            # now instead of living, viewed by every block, until the model is built.
+            block[key] = x.clone(memory_format=torch.contiguous_format) if folding else x
+        del deep
     return blocks

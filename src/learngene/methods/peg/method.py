@@ -300,6 +300,12 @@ def expand_trainable(gene: Learngene, arch: dict[str, Any] | None = None, *, see
 
 
 def _build(gene: Learngene, arch: dict[str, Any]) -> PegDescendant:
+    return PegDescendant(arch, **_parts(gene, arch))
+
+
+def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
+    """What a descendant of ``arch`` starts from: the learngene's layers (the stored tensors,
+    not copies), its maps (condensed or fresh), stem, head and extra head dims."""
     ancestry = gene.ancestry_arch
     layers = unpack("layers", gene.tensors)
     l_b, h_b, hd_b, d = layers["q.weight"].shape
@@ -326,7 +332,7 @@ def _build(gene: Learngene, arch: dict[str, Any]) -> PegDescendant:
     extra = _stacked_extra(target, hd_b) if hd_d > hd_b else None
     target.stem.update(fit_stem(unpack("stem", gene.tensors), ancestry, arch))
     copy_head_if_same_labels(target, unpack("head", gene.tensors), ancestry)
-    return PegDescendant(arch, layers=layers, stem=target.stem, head=target.head, maps=maps, extra=extra)
+    return dict(layers=layers, stem=target.stem, head=target.head, maps=maps, extra=extra)
 
 
 def fold(descendant: PegDescendant) -> VisionTransformer:
@@ -336,7 +342,7 @@ def fold(descendant: PegDescendant) -> VisionTransformer:
     stack = VitStack(arch=dict(stack.arch), stem={k: v.detach() for k, v in stack.stem.items()},
                      blocks=[{k: v.detach() for k, v in b.items()} for b in stack.blocks],
                      head={k: v.detach() for k, v in stack.head.items()})
-    model = from_stack(stack)
+    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
     return model.train(descendant.training)
 
 
@@ -346,11 +352,19 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     Start values: the condensed maps when the shape is the auxiliary one, else the
     interpolation init (``map_form="split"``) or a random one (``"paper"``). To train the
     maps with the descendant, use ``expand_trainable`` + ``learngene.train.fit`` + ``fold``.
+
+    The same numbers as ``fold(expand_trainable(gene, arch))``, computed straight from the
+    learngene's tensors (no trainable module, so no copy of them) and handed to the model
+    uncopied: about one model of memory at the peak.
     """
-    return fold(_build(gene, arch))
+    parts = _parts(gene, arch)
+    head_dim = int(arch["embed_dim"]) // int(arch["num_heads"])
+    with torch.no_grad():
+        blocks = expand_layers(parts["layers"], parts["maps"], head_dim, parts["extra"])
+    stack = VitStack(arch=dict(arch), stem=parts["stem"], blocks=blocks, head=parts["head"])
+    return from_stack(stack, consume=True, protect=gene.tensors.values())
 
 
-# -- the artifact --------------------------------------------------------------------------------
 def validate(gene: Learngene) -> None:
     """Every stored tensor has the shape the config and the ancestry imply."""
     cfg, a = gene.config, gene.ancestry_arch

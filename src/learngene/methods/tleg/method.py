@@ -92,7 +92,18 @@ def linear_expand(theta_a: Tensors, theta_b: Tensors, depth: int) -> list[Tensor
     """Blocks 0..depth-1 of a depth-``depth`` model: ``theta_A + (l / depth) * theta_B``."""
     if not isinstance(depth, int) or depth < 1:
         raise ConfigError(f"depth must be a positive integer, got {depth!r}")
-    return [{k: a + (l / depth) * theta_b[k] for k, a in theta_a.items()} for l in range(depth)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*theta_a.values(), *theta_b.values())):
+        return [{k: a + (l / depth) * theta_b[k] for k, a in theta_a.items()} for l in range(depth)]
+    # No autograd (expansion): the same arithmetic, bit for bit, with (l / depth) * theta_B written
+    # into one reused buffer per key, so no block-sized temporary is left behind for every block
+    # (freed temporaries stay in the allocator's heap: +40% resident memory at DeiT-B).
+    scaled = {k: torch.empty_like(b) for k, b in theta_b.items()}
+    blocks = []
+    for l in range(depth):
+        for k, b in theta_b.items():
+            torch.mul(b, l / depth, out=scaled[k])
+        blocks.append({k: a + scaled[k] for k, a in theta_a.items()})
+    return blocks
 
 
 def tleg_arch(ancestry_arch: dict[str, Any], depth: int) -> dict[str, Any]:
@@ -241,4 +252,4 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     target.blocks = source.blocks
     target.stem.update(fit_stem(source.stem, source.arch, arch))
     copy_head_if_same_labels(target, source.head, ancestry)
-    return from_stack(target)
+    return from_stack(target, consume=True, protect=gene.tensors.values())  # computed blocks go in uncopied

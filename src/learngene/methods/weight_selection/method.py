@@ -243,4 +243,4 @@ def expand(gene: Learngene, arch: dict[str, Any]):
         selected_head["head.weight"] = take(head["head.weight"], None, e).contiguous()  # [K, d]
         selected_head["head.bias"] = head["head.bias"]
     copy_head_if_same_labels(stack, selected_head, ancestry)
-    return from_stack(stack)
+    return from_stack(stack, consume=True, protect=gene.tensors.values())  # the selections go in uncopied
