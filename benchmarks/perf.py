@@ -227,8 +227,93 @@ def _tiny_extraction(spec, ancestry_arch: dict, n: int) -> tuple[dict, TensorDat
     return options, (data if spec.needs_data or "epochs" in fields else None)
 
 
+# Methods whose descendants are not one timm ViT of the ancestry's shape, and what "expand"
+# times for them instead: the stitched supernet over the stored anchors (every configuration;
+# stitching layers at PyTorch's init, no data) for the stitching methods; for mm-lg, a CLIP
+# ancestry whose two towers have the preset's width (mm-lg shares blocks between them).
+STITCHED = {"learngene-pool": "learngene.methods.learngene_pool", "sn-net": "learngene.methods.sn_net"}
+CLIP_METHODS = ("mm-lg",)
+
+
+def _nbytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _measured_expand(row: dict, grow) -> torch.nn.Module:
+    """Time and peak memory of ``grow()``; fills the row's expand fields; returns what it grew."""
+    _release_freed_memory()  # so that the RSS the expansion grows is its own
+    with PeakMemory(torch.device("cpu")) as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        child = grow()
+        row["expand_s"], row["expand_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    child_bytes = _nbytes(child)
+    row.update(descendant_params=sum(p.numel() for p in child.parameters()),
+               expand_peak_extra_mib=mem.peak_extra / 2**20, descendant_mib=child_bytes / 2**20,
+               expand_peak_over_descendant=mem.peak_extra / child_bytes)
+    return child
+
+
+def clip_ancestry_like(preset: str, *, text_layers: int = 12, context_length: int = 77, vocab_size: int = 49408):
+    """A randomly initialised open_clip CLIP whose image tower has ``preset``'s shape and whose text
+    tower has the same width and heads (CLIP's text tower: 77 tokens, a 49,408-token vocabulary)."""
+    from learngene.clip.open_clip_adapter import build_open_clip
+    from learngene.clip.stack import clip_arch
+
+    a = vit_kwargs(preset)
+    width, heads = int(a["embed_dim"]), int(a["num_heads"])
+    arch = clip_arch({
+        "embed_dim": 512, "act": "gelu",
+        "image": {"image_size": a["img_size"], "patch_size": a["patch_size"], "in_chans": 3, "width": width,
+                  "layers": int(a["depth"]), "heads": heads, "mlp_ratio": float(a.get("mlp_ratio", 4.0))},
+        "text": {"context_length": context_length, "vocab_size": vocab_size, "width": width, "layers": text_layers,
+                 "heads": heads, "mlp_ratio": float(a.get("mlp_ratio", 4.0))},
+    })
+    return build_open_clip(arch), arch
+
+
+def random_caption_pairs(arch: dict, n: int):
+    """``n`` random images with captions of random tokens, two classes: enough for one training step."""
+    from learngene.clip.data import CaptionPairs
+
+    g = torch.Generator().manual_seed(0)
+    img, txt = arch["image"], arch["text"]
+    labels = torch.arange(n) % 2
+    return CaptionPairs(images=torch.randn(n, img["in_chans"], img["image_size"], img["image_size"], generator=g),
+                        labels=labels, caption_ids=labels.clone(), captions=["caption a", "caption b"],
+                        caption_class=torch.tensor([0, 1]), caption_meaning=torch.tensor([0, 4]),
+                        tokens=torch.randint(1, txt["vocab_size"], (2, txt["context_length"]), generator=g),
+                        class_names=("a", "b"))
+
+
+def _clip_row(name: str, args) -> dict:
+    """mm-lg: condense a CLIP ancestry (one step on random caption pairs), then grow the registry's
+    descendant (the image tower as a timm classifier of the preset's shape, 1000 classes) and,
+    separately timed, the whole CLIP descendant (open_clip model of the ancestry's depths)."""
+    from learngene.methods.mm_lg import expand_clip
+
+    torch.manual_seed(0)
+    clip, arch = clip_ancestry_like(args.expand_preset)
+    row = {"method": name, "extract_options": dict(epochs=1, batch_size=args.extract_batch, warmup_epochs=0.0),
+           "ancestry": "open_clip CLIP: image tower of the preset, text tower of its width (12 layers, 77 tokens)",
+           "ancestry_params": sum(p.numel() for p in clip.parameters())}
+    t0 = time.perf_counter()
+    gene = learngene.extract(name, clip, data=random_caption_pairs(arch, args.extract_batch), **row["extract_options"])
+    row["extract_s"] = time.perf_counter() - t0
+    row["stored_params"] = gene.num_parameters
+    del clip
+    child = _measured_expand(row, lambda: gene.expand(seed=0, num_classes=1000))
+    del child
+    _release_freed_memory()
+    t0 = time.perf_counter()
+    whole = expand_clip(gene)
+    row["expand_clip_s"], row["clip_descendant_params"] = time.perf_counter() - t0, sum(p.numel() for p in whole.parameters())
+    return row
+
+
 def expand_part(args) -> dict:
     """Extract each method's learngene from a random ancestry and expand it to the ancestry's shape (CPU)."""
+    import importlib
+
     torch.manual_seed(0)
     t0 = time.perf_counter()
     ancestry = create_vit(args.expand_preset)
@@ -243,27 +328,30 @@ def expand_part(args) -> dict:
         options, data = _tiny_extraction(spec, arch, args.extract_batch)
         row = {"method": name, "extract_options": options}
         try:
-            t0 = time.perf_counter()
-            gene = learngene.extract(name, ancestry, data=data, **options)
-            row["extract_s"] = time.perf_counter() - t0
-            row["stored_params"] = gene.num_parameters
-            _release_freed_memory()  # so that the RSS the expansion grows is its own
-            with PeakMemory(torch.device("cpu")) as mem:
-                t0, c0 = time.perf_counter(), time.process_time()
-                child = gene.expand(seed=0)
-                row["expand_s"], row["expand_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
-            child_bytes = sum(p.numel() * p.element_size() for p in child.parameters())
-            row.update(descendant_params=sum(p.numel() for p in child.parameters()),
-                       expand_peak_extra_mib=mem.peak_extra / 2**20, descendant_mib=child_bytes / 2**20,
-                       expand_peak_over_descendant=mem.peak_extra / child_bytes)
-            del gene, child
+            if name in CLIP_METHODS:
+                row = _clip_row(name, args)
+            else:
+                t0 = time.perf_counter()
+                gene = learngene.extract(name, ancestry, data=data, **options)
+                row["extract_s"] = time.perf_counter() - t0
+                row["stored_params"] = gene.num_parameters
+                if name in STITCHED:
+                    stitch_supernet = importlib.import_module(STITCHED[name]).stitch_supernet
+                    child = _measured_expand(row, lambda: stitch_supernet(gene, init="random"))
+                    row["descendant"] = f"stitched supernet, {child.num_configs} configurations (init='random')"
+                else:
+                    child = _measured_expand(row, lambda: gene.expand(seed=0))
+                del gene, child
         except Exception as e:  # one method failing must not hide the others' numbers
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         rows.append(row)
-        shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items() if k != "extract_options"}
+        shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items()
+                 if k not in ("extract_options", "ancestry")}
         print(f"  {shown}", flush=True)
     return {"ancestry_preset": args.expand_preset, "ancestry_params": params, "ancestry_build_s": build_s,
-            "descendant": "the ancestry's shape (gene.expand(seed=0))", "rows": rows, "target_expand_s": 1.0,
+            "descendant": "the ancestry's shape (gene.expand(seed=0)); stitching methods: the supernet over their "
+                          "anchors; mm-lg: the image classifier of a CLIP ancestry (see its row)",
+            "rows": rows, "target_expand_s": 1.0,
             "notes": "extraction of training methods = one distillation step on random images of batch "
                      f"{args.extract_batch} (timing of the non-training work + one step); expand_peak_extra = "
                      "peak RSS growth while expanding (sampled each ms); ~1x the descendant = no second copy; "

@@ -80,6 +80,14 @@ def test_extract_save_load_and_grow_every_kind_of_descendant(tmp_path):
     assert all(torch.equal(oc_block[k], hf_block[k]) for k in oc_block)
     vit = loaded.expand(depth=4, num_classes=10, in_chans=1)
     assert type(vit).__name__ == "VisionTransformer" and vit(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    # The classifier is built from the image tower alone: its blocks are the CLIP descendant's, and
+    # it shares no memory with the learngene.
+    from learngene.stack import to_stack
+
+    want, got = open_clip_to_stack(expand_clip(loaded, image_layers=4)).image.blocks, to_stack(vit).blocks
+    assert all(torch.equal(got[i][k], want[i][k]) for i in range(4) for k in want[i])
+    gene_storage = {t.untyped_storage().data_ptr() for t in loaded.tensors.values()}
+    assert not gene_storage & {p.untyped_storage().data_ptr() for p in vit.parameters()}
     assert len(expand_text(loaded, 3).blocks) == 3
     with pytest.raises(ConfigError, match="embed_dim"):
         loaded.expand(depth=2, num_classes=10, embed_dim=48, num_heads=2)

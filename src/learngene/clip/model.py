@@ -168,7 +168,7 @@ def image_classifier_arch(arch: dict[str, Any], num_classes: int, *, depth: int 
 
 
 def image_tower_to_timm(stack: ClipStack, num_classes: int, *, in_chans: int = 1,
-                        class_embeddings: torch.Tensor | None = None):
+                        class_embeddings: torch.Tensor | None = None, blocks_given: bool = False):
     """A timm ``VisionTransformer`` whose features are the CLIP image tower's (before projection).
 
     ``in_chans=1``: the patch filter summed over the 3 channels (exact for grey images repeated
@@ -176,32 +176,32 @@ def image_tower_to_timm(stack: ClipStack, num_classes: int, *, in_chans: int = 1
     initialised to ``T W_proj`` [K, D], whose argmax is exactly CLIP's zero-shot prediction
     (the image embedding's norm is a positive per-image factor); else timm's init.
     Departure: timm's LayerNorm eps is 1e-6, CLIP's 1e-5 (a ~1e-6 relative difference).
+    ``blocks_given``: the image blocks were computed for this call (a learngene's expansion) and
+    go into the model uncopied; otherwise every tensor of the stack is copied.
     """
-    import timm.models.vision_transformer as tvit
-
-    from ..stack.timm_vit import stack_to_state_dict
-    from ..stack import VitStack
+    from ..stack import from_stack
+    from ..stack.init import blank_stack
 
     arch = image_classifier_arch(stack.arch, num_classes, depth=len(stack.image.blocks), in_chans=in_chans)
-    model = tvit.VisionTransformer(**arch)
-    base = {k: v for k, v in arch.items() if k != "pre_norm"}
-    blocks_state = stack_to_state_dict(VitStack(arch=base, blocks=stack.image.blocks))
-    patch = stack.image.stem["patch.weight"]  # [D, 3, p, p]
+    target = blank_stack(arch)  # placeholders: only a classifier without class embeddings is drawn (timm's init)
+    stem, head = stack.image.stem, stack.image.head
+    patch = stem["patch.weight"]  # [D, 3, p, p]
     if in_chans != patch.shape[1]:
         if in_chans != 1:
             raise ConfigError(f"in_chans must be 1 or {patch.shape[1]}, got {in_chans}")
         patch = patch.sum(1, keepdim=True)
-    state = dict(model.state_dict())
-    state.update(blocks_state)
-    state.update({"patch_embed.proj.weight": patch, "cls_token": stack.image.stem["cls_token"],
-                  "pos_embed": stack.image.stem["pos_embed"], "norm_pre.weight": stack.image.stem["norm_pre.weight"],
-                  "norm_pre.bias": stack.image.stem["norm_pre.bias"], "norm.weight": stack.image.head["norm.weight"],
-                  "norm.bias": stack.image.head["norm.bias"]})
+    target.stem.update({"patch.weight": patch, "cls_token": stem["cls_token"], "pos_embed": stem["pos_embed"],
+                        "norm_pre.weight": stem["norm_pre.weight"], "norm_pre.bias": stem["norm_pre.bias"]})
+    target.blocks = [dict(block) for block in stack.image.blocks]
+    target.head.update({"norm.weight": head["norm.weight"], "norm.bias": head["norm.bias"]})
     if class_embeddings is not None:
-        state["head.weight"] = class_embeddings.float() @ stack.image.head["proj.weight"]  # [K, E] x [E, D]
-        state["head.bias"] = torch.zeros(num_classes)
-    model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()}, strict=True)
-    return model
+        target.head["head.weight"] = class_embeddings.detach().float() @ head["proj.weight"].detach()  # [K, E] x [E, D]
+        target.head["head.bias"] = torch.zeros(num_classes)
+    tower = [*stem.values(), *head.values()]
+    if not blocks_given:
+        tower += [t for block in stack.image.blocks for t in block.values()]
+    # The tower's own tensors are copied into the model; what is computed here goes in uncopied.
+    return from_stack(target, consume=True, protect=tower)
 
 
 def open_clip_from_stack(stack: ClipStack) -> nn.Module:

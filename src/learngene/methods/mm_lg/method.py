@@ -174,9 +174,12 @@ def expand(gene: Learngene, arch: dict[str, Any], class_embeddings: torch.Tensor
     for key in ("embed_dim", "num_heads", "mlp_ratio", "patch_size", "img_size"):
         if arch.get(key) != ancestry.get(key):
             raise ConfigError(f"mm-lg descendants keep the ancestry's {key} ({ancestry.get(key)}), got {arch.get(key)}")
-    stack = expand_clip(gene, image_layers=int(arch["depth"]), library=None)
+    tensors = {k: v.detach() for k, v in gene.tensors.items()}
+    image = Tower(stem=unpack("image_stem", tensors), blocks=mmlg_blocks(tensors, "image", int(arch["depth"])),
+                  head=unpack("image_head", tensors))  # the image tower alone: no text tower is built
+    stack = ClipStack(clip_arch_of(gene), image, Tower(), tensors["logit_scale"])
     return image_tower_to_timm(stack, int(arch["num_classes"]), in_chans=int(arch["in_chans"]),
-                               class_embeddings=class_embeddings)
+                               class_embeddings=class_embeddings, blocks_given=True)
 
 
 def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Learngene:
