@@ -239,17 +239,25 @@ def _nbytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def _measured_expand(row: dict, grow) -> torch.nn.Module:
-    """Time and peak memory of ``grow()``; fills the row's expand fields; returns what it grew."""
-    _release_freed_memory()  # so that the RSS the expansion grows is its own
-    with PeakMemory(torch.device("cpu")) as mem:
-        t0, c0 = time.perf_counter(), time.process_time()
-        child = grow()
-        row["expand_s"], row["expand_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+def _measured_expand(row: dict, grow, repeats: int) -> torch.nn.Module:
+    """Time and peak memory of ``grow()``, ``repeats`` times (the first call in a process also pays
+    one-off costs: imports, thread pools, first touches of fresh memory); fills the row's expand
+    fields with the median and the first time, and the largest peak; returns the last result."""
+    times, cpu, peaks = [], [], []
+    for _ in range(repeats):
+        child = None
+        _release_freed_memory()  # so that the RSS the expansion grows is its own
+        with PeakMemory(torch.device("cpu")) as mem:
+            t0, c0 = time.perf_counter(), time.process_time()
+            child = grow()
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        peaks.append(mem.peak_extra)
     child_bytes = _nbytes(child)
-    row.update(descendant_params=sum(p.numel() for p in child.parameters()),
-               expand_peak_extra_mib=mem.peak_extra / 2**20, descendant_mib=child_bytes / 2**20,
-               expand_peak_over_descendant=mem.peak_extra / child_bytes)
+    row.update(expand_s=statistics.median(times), expand_first_s=times[0], expand_runs_s=times,
+               expand_cpu_s=statistics.median(cpu), descendant_params=sum(p.numel() for p in child.parameters()),
+               expand_peak_extra_mib=max(peaks) / 2**20, descendant_mib=child_bytes / 2**20,
+               expand_peak_over_descendant=max(peaks) / child_bytes)
     return child
 
 
@@ -301,7 +309,7 @@ def _clip_row(name: str, args) -> dict:
     row["extract_s"] = time.perf_counter() - t0
     row["stored_params"] = gene.num_parameters
     del clip
-    child = _measured_expand(row, lambda: gene.expand(seed=0, num_classes=1000))
+    child = _measured_expand(row, lambda: gene.expand(seed=0, num_classes=1000), args.expand_repeats)
     del child
     _release_freed_memory()
     t0 = time.perf_counter()
@@ -337,10 +345,10 @@ def expand_part(args) -> dict:
                 row["stored_params"] = gene.num_parameters
                 if name in STITCHED:
                     stitch_supernet = importlib.import_module(STITCHED[name]).stitch_supernet
-                    child = _measured_expand(row, lambda: stitch_supernet(gene, init="random"))
+                    child = _measured_expand(row, lambda: stitch_supernet(gene, init="random"), args.expand_repeats)
                     row["descendant"] = f"stitched supernet, {child.num_configs} configurations (init='random')"
                 else:
-                    child = _measured_expand(row, lambda: gene.expand(seed=0))
+                    child = _measured_expand(row, lambda: gene.expand(seed=0), args.expand_repeats)
                 del gene, child
         except Exception as e:  # one method failing must not hide the others' numbers
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -354,7 +362,9 @@ def expand_part(args) -> dict:
             "rows": rows, "target_expand_s": 1.0,
             "notes": "extraction of training methods = one distillation step on random images of batch "
                      f"{args.extract_batch} (timing of the non-training work + one step); expand_peak_extra = "
-                     "peak RSS growth while expanding (sampled each ms); ~1x the descendant = no second copy; "
+                     "peak RSS growth while expanding (sampled each ms; the largest of the repeats); ~1x the "
+                     "descendant = no second copy; expand_s = median of --expand-repeats expansions, "
+                     "expand_first_s = the first (one-off costs included); "
                      "expand_cpu_s = process CPU time (all threads; steadier than wall time on a shared machine)"}
 
 
@@ -373,12 +383,13 @@ def main() -> None:
     ap.add_argument("--expand-preset", default="deit-base", help="ancestry (= descendant) shape of the expand part")
     ap.add_argument("--methods", default="", help="comma-separated methods of the expand part (default: all)")
     ap.add_argument("--extract-batch", type=int, default=2, help="images of the one extraction step of training methods")
+    ap.add_argument("--expand-repeats", type=int, default=3, help="expansions per method (median and first reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--tiny", action="store_true", help="smallest settings (prove that it runs; numbers mean nothing)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     if args.tiny:
-        args.batch, args.steps_per_epoch, args.epochs, args.repeats = 8, 2, 2, 1
+        args.batch, args.steps_per_epoch, args.epochs, args.repeats, args.expand_repeats = 8, 2, 2, 1, 1
         args.matmul_size = args.matmul_size or 256
         if args.expand_preset == "deit-base":
             args.expand_preset = "vit-mini"
