@@ -242,7 +242,8 @@ def _nbytes(module: torch.nn.Module) -> int:
 def _measured_expand(row: dict, grow, repeats: int) -> torch.nn.Module:
     """Time and peak memory of ``grow()``, ``repeats`` times (the first call in a process also pays
     one-off costs: imports, thread pools, first touches of fresh memory); fills the row's expand
-    fields with the median and the first time, and the largest peak; returns the last result."""
+    fields with the median and the first time, and the median peak (RSS also counts freed blocks
+    glibc keeps in its heap, so single peaks scatter); returns the last result."""
     times, cpu, peaks = [], [], []
     for _ in range(repeats):
         child = None
@@ -256,8 +257,9 @@ def _measured_expand(row: dict, grow, repeats: int) -> torch.nn.Module:
     child_bytes = _nbytes(child)
     row.update(expand_s=statistics.median(times), expand_first_s=times[0], expand_runs_s=times,
                expand_cpu_s=statistics.median(cpu), descendant_params=sum(p.numel() for p in child.parameters()),
-               expand_peak_extra_mib=max(peaks) / 2**20, descendant_mib=child_bytes / 2**20,
-               expand_peak_over_descendant=max(peaks) / child_bytes)
+               expand_peak_extra_mib=statistics.median(peaks) / 2**20, descendant_mib=child_bytes / 2**20,
+               expand_peak_over_descendant=statistics.median(peaks) / child_bytes,
+               expand_peaks_over_descendant=[peak / child_bytes for peak in peaks])
     return child
 
 
@@ -362,7 +364,7 @@ def expand_part(args) -> dict:
             "rows": rows, "target_expand_s": 1.0,
             "notes": "extraction of training methods = one distillation step on random images of batch "
                      f"{args.extract_batch} (timing of the non-training work + one step); expand_peak_extra = "
-                     "peak RSS growth while expanding (sampled each ms; the largest of the repeats); ~1x the "
+                     "peak RSS growth while expanding (sampled each ms; median of the repeats); ~1x the "
                      "descendant = no second copy; expand_s = median of --expand-repeats expansions, "
                      "expand_first_s = the first (one-off costs included); "
                      "expand_cpu_s = process CPU time (all threads; steadier than wall time on a shared machine)"}
