@@ -375,6 +375,15 @@ def test_maps_act_on_every_vector_along_the_axis():
             assert tracked.requires_grad and not folded.requires_grad and tracked.shape[axis] == size
             torch.testing.assert_close(tracked, reference, rtol=1e-6, atol=1e-6)
             assert torch.equal(folded, tracked.detach()), chunk
+            if axis == 0:  # folding a layer map: one tensor per output layer, each its own memory
+                peg_maps.FOLD_CHUNK = chunk
+                try:
+                    with torch.no_grad():
+                        layers = peg_maps.along_layers(seq, x)
+                finally:
+                    peg_maps.FOLD_CHUNK = saved
+                assert len(layers) == size and all(torch.equal(a, b) for a, b in zip(layers, folded))
+                assert len({t.untyped_storage().data_ptr() for t in layers}) == size
             tracked.sum().backward()  # gradients flow through the chunks to the map
             assert seq[0].weight.grad is not None and seq[0].weight.grad.abs().sum() > 0
             seq.zero_grad()

@@ -78,7 +78,7 @@ from ...stack.init import blank_stack, materialize
 from ...train.flops import forward_flops_per_sample
 from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
 from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
-from ..peg.maps import _mlp, _set_split, along
+from ..peg.maps import _mlp, _set_split, along, along_layers
 from .._computed import ComputedViT
 from ..weight_selection.method import uniform_indices
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
@@ -270,15 +270,15 @@ def start_transforms(members: dict[int, list[int]]) -> nn.ModuleDict:
 def add_shared_ffns(blocks: list[Tensors], ffns: dict[int, Tensors], members: dict[int, list[int]],
                     transforms: nn.ModuleDict) -> None:
     """Put into ``blocks[j]`` the FFN tensors of descendant layer j: its group's kept FFN
-    through the group's transform. Without autograd (folding) every block gets its own
-    contiguous tensors, so each group's [n, ...] result can go at once."""
+    through the group's transform. Without autograd (folding) each layer's tensor is made on its
+    own (``along_layers``), so no [n, ...] tensor of the group exists."""
     folding = not torch.is_grad_enabled()
     for kept, layers in members.items():
         transform = transforms[str(kept)]
         for key, tensor in ffns[kept].items():
-            expanded = along(transform, tensor.unsqueeze(0), 0)  # [1, ...] -> [n, ...] along the layer axis
-            for position, j in enumerate(layers):
-                blocks[j][key] = expanded[position].clone() if folding else expanded[position]
+            grow = along_layers(transform, tensor.unsqueeze(0)) if folding else along(transform, tensor.unsqueeze(0), 0)
+            for position, j in enumerate(layers):  # [1, ...] -> n x [...] along the layer axis
+                blocks[j][key] = grow[position]
 
 
 class ClusterDescendant(ComputedViT):
@@ -337,8 +337,11 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     uncopied: about one model of memory at the peak.
     """
     parts = _parts(gene, arch)
-    with torch.no_grad():
-        add_shared_ffns(parts["blocks"], parts["ffns"], parts["members"], start_transforms(parts["members"]))
+    # The transforms start as exact copies (relu(x) - relu(-x) = x): folding them gives every
+    # member layer its group's kept FFN, bit for bit (tested), so copy it instead of running them.
+    for kept, layers in parts["members"].items():
+        for j in layers:
+            parts["blocks"][j].update({key: t.clone() for key, t in parts["ffns"][kept].items()})
     stack = VitStack(arch=dict(arch), stem=parts["stem"], blocks=parts["blocks"], head=parts["head"])
     return from_stack(stack, consume=True, protect=gene.tensors.values())
 

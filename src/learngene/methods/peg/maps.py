@@ -141,6 +141,29 @@ def along(seq: nn.Sequential, x: torch.Tensor, axis: int) -> torch.Tensor:
     return out.reshape(n_out, *moved.shape[1:]).movedim(0, axis)
 
 
+def along_layers(seq: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """Without autograd (folding): ``along(seq, x, 0)`` as n_out separate tensors of shape
+    ``x.shape[1:]``, the same numbers. Each owns its memory, so a descendant's blocks can hold
+    them as they are: no [n_out, ...] tensor exists, and nothing is copied per layer afterwards."""
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters())):
+        raise RuntimeError("along_layers is for folding: call it under torch.no_grad(), or use along()")
+    cols = x.reshape(x.shape[0], -1)  # [n_in, N]
+    n_hidden, n_out, total = seq[0].out_features, seq[2].out_features, cols.shape[1]
+    outs = [cols.new_empty(total) for _ in range(n_out)]
+    size = min(FOLD_CHUNK, total)
+    hidden_buffer, out_buffer = cols.new_empty(n_hidden * size), cols.new_empty(n_out * size)
+    for start in range(0, total, size):
+        n = min(size, total - start)
+        if total <= FOLD_CHUNK:  # along() computes a single chunk without buffers: do exactly that
+            chunk = _mlp_columns(seq, cols)
+        else:
+            chunk = _mlp_columns(seq, cols[:, start:start + n], hidden_buffer[:n_hidden * n].view(n_hidden, n),
+                                 out_buffer[:n_out * n].view(n_out, n))
+        for out, row in zip(outs, chunk):
+            out[start:start + n] = row
+    return [out.view(x.shape[1:]) for out in outs]
+
+
 class PegMaps(nn.Module):
     """The expansion maps of one descendant shape: L_b -> L_d layers, H_b -> H_d heads.
 
@@ -207,16 +230,18 @@ def expand_layers(layers: Tensors, maps: PegMaps, head_dim: int, extra: Tensors 
     """
     folding = not torch.is_grad_enabled()
     blocks: list[Tensors] = [{} for _ in range(maps.shape[1])]
-    for key, t in layers.items():  # one key at a time: its L_d-layer tensor is dropped before the next
-        deep = along(maps.layer_attn if key in ATTN_KEYS else maps.layer_ffn, t, 0)  # [L_d, ...]
+    for key, t in layers.items():
+        layer_map = maps.layer_attn if key in ATTN_KEYS else maps.layer_ffn
+        # Folding (no autograd): one tensor per layer, each its own memory (see along_layers).
+        deep = along_layers(layer_map, t) if folding else along(layer_map, t, 0)  # L_d x [...]
         for l, block in enumerate(blocks):
             x = deep[l]
             if key in HEAD_AXIS:
                 head_map = getattr(maps, HEAD_MAP[key.split(".")[0]])[l]
                 x = along(head_map, x, HEAD_AXIS[key])
                 x = fit_head_dim(x, key, head_dim, None if extra is None or key not in extra else extra[key][l])
-            # Folding (no autograd): each block gets its own contiguous tensor, so `deep` can go
-            # now instead of living, viewed by every block, until the model is built.
-            block[key] = x.clone(memory_format=torch.contiguous_format) if folding else x
+                if folding:  # a strided view of the map's output: the block gets its own contiguous copy
+                    x = x.clone(memory_format=torch.contiguous_format)
+            block[key] = x
         del deep
     return blocks
