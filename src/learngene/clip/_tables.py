@@ -96,5 +96,5 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise ConfigError(f"{key} has shape {tuple(tensor.shape)}, the model needs {tuple(own[key].shape)}")
-    model.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.detach() for k, v in state.items()}, strict=True)  # copied into the model's own tensors
     return model

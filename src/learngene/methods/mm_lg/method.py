@@ -149,9 +149,9 @@ def expand_clip(gene: Learngene, *, image_layers: int | None = None, text_layers
                 raise ConfigError(f"{tower}_layers must be an integer >= 1, got {layers!r}")
             arch[tower]["layers"] = layers
     stack = build_stack({k: v.detach() for k, v in gene.tensors.items()}, mmlg_blocks, arch)
-    stack = ClipStack(arch, stack.image, stack.text, stack.logit_scale).clone()
+    stack = ClipStack(arch, stack.image, stack.text, stack.logit_scale)
     if library is None:
-        return stack
+        return stack.clone()  # the stems and heads are the learngene's tensors: the caller gets its own
     if library == "open_clip":
         return stack_to_open_clip(stack)
     if library == "hf":
