@@ -257,8 +257,7 @@ def probe_expand(gene_dir: str, how: str, repeats: int) -> dict:
     runs: load the learngene, then grow it ``repeats`` times; per run the wall and CPU time and
     the peak RSS growth (after a run in the same process, glibc keeps freed blocks in its heap,
     and after a training run its mmap threshold is high, so an in-process RSS peak after
-    extraction measures the allocator's state rather than the expansion: ~1.9x instead of ~1.1x
-    for PEG here)."""
+    extraction measures the allocator's state more than the expansion)."""
     gene = learngene.load(gene_dir)
     times, cpu, peaks, child_bytes, params = [], [], [], 0, 0
     for _ in range(repeats):
@@ -449,6 +448,7 @@ def main() -> None:
         print(f"matmul: {matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({matmul['dtype']}, n={matmul['size']})", flush=True)
     for part in parts:
         print(f"{part}:", flush=True)
+        machine = machine_info(device if part != "expand" else torch.device("cpu"))  # load average before the part
         if part == "matmul":
             result = matmul
         elif part in ("trainer", "distill"):
@@ -458,8 +458,7 @@ def main() -> None:
         else:
             result = expand_part(args)
         record = {"benchmark": f"perf-{part}", "command": command,
-                  "machine": machine_info(device if part != "expand" else torch.device("cpu")),
-                  "tiny": args.tiny, "result": result}
+                  "machine": machine, "tiny": args.tiny, "result": result}
         record["machine"]["loadavg_at_end"] = list(os.getloadavg())
         path = out_dir / f"perf-{part}.json"
         atomic_write_json(path, record)

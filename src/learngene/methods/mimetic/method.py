@@ -38,14 +38,13 @@ are far from zero (about beta1 and up), so dividing by S_hd is well conditioned.
 value-projection keeps the full SVD (LAPACK ``gesdd``): it needs every singular
 direction, including the small ones.
 
-Cost at DeiT-B (D = 768, 12 heads, 12 blocks; one core of this project's 2-core machine,
-``python benchmarks/perf.py --threads 2 --only expand --methods mimetic``): per head
-~7 ms Gram + ~26 ms ``syevr``; per block ~0.1 s SVD: about 6 s for the 144 heads and 12
-value-projections, against 13 s with a full ``eigh`` per head (and ~30 s with a full
-SVD per head). The tridiagonal reduction of 144 matrices of 768 x 768 alone takes ~3.5 s
-here, so the paper's exact construction cannot meet the 1 s expansion target of the
-other methods on this CPU; only an approximate (randomised) truncation could, and that
-would no longer be the paper's init.
+Cost at DeiT-B (D = 768, 12 heads, 12 blocks): 144 truncated SVDs of 768 x 768 matrices and
+12 full ones. ``python benchmarks/perf.py --threads 2 --only expand`` measured the whole
+expansion at 7.5 s (best of 5, ``perf-expand.json``), against 13 s with a full symmetric
+eigendecomposition per head (the session-3 ``perf-expand.json``). LAPACK's partial solver
+still reduces each Gram matrix to tridiagonal form, the O(D^3) part no exact method avoids,
+so the paper's construction stays far above the 1 s of the other methods on this CPU; only
+an approximate (randomised) truncation could do better, and that would not be the paper's init.
 
 Threads: the decompositions run on one thread (torch's and the BLAS's). At D = 768
 LAPACK's eigensolvers gain little from threads, and on a machine whose cores are shared
