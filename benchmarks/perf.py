@@ -72,6 +72,17 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def _commit() -> str | None:
+    """The git commit of the code measured (None outside a checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -457,7 +468,7 @@ def main() -> None:
                   f"MFU {result['mfu']:.3f}", flush=True)
         else:
             result = expand_part(args)
-        record = {"benchmark": f"perf-{part}", "command": command,
+        record = {"benchmark": f"perf-{part}", "command": command, "commit": _commit(),
                   "machine": machine, "tiny": args.tiny, "result": result}
         record["machine"]["loadavg_at_end"] = list(os.getloadavg())
         path = out_dir / f"perf-{part}.json"
