@@ -387,3 +387,22 @@ def test_maps_act_on_every_vector_along_the_axis():
             tracked.sum().backward()  # gradients flow through the chunks to the map
             assert seq[0].weight.grad is not None and seq[0].weight.grad.abs().sum() > 0
             seq.zero_grad()
+
+
+def test_flops_count_the_maps_once_per_step_and_the_vit_per_sample(drawn, data):
+    """A PEG descendant computes its weights (matrix products of the maps) once per forward,
+    whatever the batch: per sample it costs exactly what its folded timm ViT costs, and the
+    maps are counted once per training step (the fallback 2 x params once hid both)."""
+    from learngene.train.flops import count_forward
+
+    desc = expand_trainable(drawn, depth=3, num_heads=4, num_classes=10, seed=0)
+    x = data.tensors[0][:1]
+    per_sample, per_call, _ = count_forward(desc, x)
+    plain_sample, plain_call, _ = count_forward(fold(desc), x)
+    assert per_sample == plain_sample > 0 and plain_call == 0
+    maps = sum(2 * m.in_features * m.out_features for m in desc.maps.modules() if isinstance(m, torch.nn.Linear))
+    assert per_call > maps  # every map runs on many elements (a weight's entries), once per call
+    r = fit(desc, data, config=TrainConfig(epochs=1, batch_size=16, warmup_epochs=0.0, checkpoint=False, device="cpu"),
+            progress=False)
+    assert r.forward_flops_per_sample == per_sample and r.forward_flops_per_step == per_call
+    assert r.train_flops == 3 * per_sample * r.samples_seen + 3 * per_call * r.steps

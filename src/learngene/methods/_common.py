@@ -176,7 +176,7 @@ def grow_with_inherited_layers(gene, arch: dict[str, Any], layers: list[int], po
 
 # The run statistics a distilled learngene records in its provenance.
 DISTILL_SUMMARY_FIELDS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "steps", "wall_time_s",
-                          "forward_flops_per_sample", "teacher_flops_per_sample")
+                          "forward_flops_per_sample", "forward_flops_per_step", "teacher_flops_per_sample")
 
 
 def distill_from_ancestry(student: torch.nn.Module, ancestry: torch.nn.Module, train_data, eval_data, config):

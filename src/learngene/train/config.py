@@ -153,6 +153,7 @@ class TrainResult:
     samples_seen: int = 0
     wall_time_s: float = 0.0
     forward_flops_per_sample: int = 0
+    forward_flops_per_step: int = 0  # batch-independent: weights computed from parameters each forward (PEG maps)
     teacher_flops_per_sample: int = 0
     train_flops: int = 0
     # Where files went (None if fit ran without out_dir).

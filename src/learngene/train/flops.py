@@ -1,4 +1,4 @@
-"""Forward-FLOP estimate of a model on one sample (counted once per fit, never per step).
+"""Forward-FLOP estimate of a model (counted once per fit, never per step).
 
 Counts with torch.utils.flop_counter.FlopCounterMode (a multiply-add = 2 FLOPs). Fused
 attention kernels (scaled_dot_product_attention) are not counted on every backend, so
@@ -6,6 +6,13 @@ timm's ``fused_attn`` switch is turned off while counting: attention then runs a
 explicit matmuls that the counter sees. If counting fails, falls back to
 2 x parameters x tokens (tokens = the input's spatial positions / patch area when the
 model has a ``patch_embed``, else 1).
+
+Per sample and per call: a forward's FLOPs are affine in the batch size, a + b x s.
+Models that compute their weights from other parameters on every forward (PEG's maps,
+Cluster-Learngene's FFN transforms) spend ``a`` once per call, whatever the batch; a plain
+network has a = 0. ``count_forward`` runs one and two copies of the sample and returns
+both parts (s = f(2) - f(1), a = f(1) - s), so that training costs count the weight
+computation once per step and not once per sample.
 """
 
 from __future__ import annotations
@@ -28,13 +35,23 @@ def _fallback(model: nn.Module, sample: torch.Tensor) -> int:
 
 
 def forward_flops_per_sample(model: nn.Module, sample: torch.Tensor) -> int:
-    """FLOPs of one forward pass on ``sample`` ([C,H,W] or [1,C,H,W]); model state is untouched."""
+    """FLOPs of one forward pass per sample (the batch-independent part excluded; see the module
+    docstring); ``sample`` is [C,H,W] or [1,C,H,W]; model state is untouched."""
     return count_forward(model, sample)[0]
 
 
-def count_forward(model: nn.Module, sample: torch.Tensor) -> tuple[int, object]:
-    """(forward FLOPs, the eval-mode output on ``sample``): one forward serves both the count
-    and fit's check of the output's kind and class count."""
+def _counted(model: nn.Module, x: torch.Tensor):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    return int(counter.get_total_flops()), out
+
+
+def count_forward(model: nn.Module, sample: torch.Tensor) -> tuple[int, int, object]:
+    """(forward FLOPs per sample, forward FLOPs per call independent of the batch, the eval-mode
+    output on one sample): one pass serves the count and fit's check of the output's kind and
+    class count."""
     x = sample if sample.dim() == 4 else sample.unsqueeze(0)
     x = x[:1].to(next(model.parameters()).device)
     was_training = model.training
@@ -43,25 +60,25 @@ def count_forward(model: nn.Module, sample: torch.Tensor) -> tuple[int, object]:
     model.eval()
     try:
         try:
-            from torch.utils.flop_counter import FlopCounterMode
-
             for m, _ in fused:
                 m.fused_attn = False
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                out = model(x)
-            flops = int(counter.get_total_flops())
-            if flops <= 0:
+            one, out = _counted(model, x)
+            if one <= 0:
                 raise RuntimeError("flop counter saw no operations")
+            two, _ = _counted(model, torch.cat([x, x]))
+            per_sample, per_call = two - one, 2 * one - two
+            if per_sample <= 0 or per_call < 0:  # not affine in the batch (an odd model): all per sample
+                per_sample, per_call = one, 0
         except Exception as e:  # an op the counter cannot trace, an odd model
             log.info("FLOP counting failed (%s); using 2 x params x tokens", e)
             for m, v in fused:
                 m.fused_attn = v
             with torch.no_grad():
                 out = model(x)  # errors of the model itself surface here, as in training
-            flops = _fallback(model, x)
+            per_sample, per_call = _fallback(model, x), 0
     finally:
         for m, v in fused:
             m.fused_attn = v
         model.train(was_training)
         torch.set_rng_state(rng)
-    return flops, out
+    return per_sample, per_call, out

@@ -265,13 +265,16 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
     if teacher is not None:
         teacher.to(device).eval()
     sample = train_src.sample()  # [1,C,H,W]
-    fwd_flops, out = count_forward(model, sample)  # one eval-mode forward: FLOPs, output kind, classes
+    # Eval-mode forwards on the sample: FLOPs per sample and per step (weights some models compute
+    # from their parameters every forward), the output's kind and class count.
+    fwd_flops, fwd_step_flops, out = count_forward(model, sample)
     num_classes = _check_logits(out).shape[1] if loss_fn is None else None  # loss_fn: any output
     max_label = train_src.max_label()
     if num_classes is not None and max_label is not None and max_label >= num_classes:
         raise ConfigError(f"train_data has label {max_label} but the model outputs {num_classes} classes")
     teacher_flops = forward_flops_per_sample(teacher, sample) if teacher is not None else 0
     flops_per_train_sample = 3 * fwd_flops + teacher_flops  # forward + backward (~2x forward) + teacher forward
+    flops_per_rank_step = 3 * fwd_step_flops  # every rank computes the weights (forward + backward) each step
 
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -414,7 +417,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             "lr": lr,  # of the epoch's last step
             "images_per_s": count / train_time,  # training only, all ranks together
             "samples_seen": samples_seen,
-            "flops_so_far": flops_per_train_sample * samples_seen,
+            "flops_so_far": flops_per_train_sample * samples_seen + flops_per_rank_step * step * world,
             "wall_time": None,
         }
         if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
@@ -449,8 +452,9 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         samples_seen=samples_seen,
         wall_time_s=last.get("wall_time", wall_before),
         forward_flops_per_sample=fwd_flops,
+        forward_flops_per_step=fwd_step_flops,
         teacher_flops_per_sample=teacher_flops,
-        train_flops=flops_per_train_sample * samples_seen,
+        train_flops=flops_per_train_sample * samples_seen + flops_per_rank_step * step * world,
         out_dir=None if out_dir is None else str(out_dir),
     )
     if write:
