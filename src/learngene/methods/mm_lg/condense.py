@@ -37,10 +37,15 @@ def shell_tensors(stack: ClipStack) -> Tensors:
     return out
 
 
+def build_tower(tensors: Tensors, rule: BlockRule, tower: str, layers: int) -> Tower:
+    """One tower of ``layers`` blocks computed from the tensors (stem and head: the stored ones)."""
+    return Tower(stem=unpack(f"{tower}_stem", tensors), blocks=rule(tensors, tower, layers),
+                 head=unpack(f"{tower}_head", tensors))
+
+
 def build_stack(tensors: Tensors, rule: BlockRule, arch: dict[str, Any]) -> ClipStack:
     """The canonical CLIP of ``arch`` (its layer counts pick the depths) computed from the tensors."""
-    towers = {t: Tower(stem=unpack(f"{t}_stem", tensors), blocks=rule(tensors, t, arch[t]["layers"]),
-                       head=unpack(f"{t}_head", tensors)) for t in TOWERS}
+    towers = {t: build_tower(tensors, rule, t, arch[t]["layers"]) for t in TOWERS}
     return ClipStack(arch=arch, image=towers["image"], text=towers["text"], logit_scale=tensors["logit_scale"])
 
 

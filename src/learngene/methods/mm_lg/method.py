@@ -43,7 +43,7 @@ from ...clip.stack import TOWERS, ClipStack, Tower, clip_arch, validate_clip_sta
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from .._common import pack, unpack
-from .condense import CondensedClip, build_stack, condense, shell_tensors
+from .condense import CondensedClip, build_stack, build_tower, condense, shell_tensors
 from .config import MmlgConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -175,8 +175,7 @@ def expand(gene: Learngene, arch: dict[str, Any], class_embeddings: torch.Tensor
         if arch.get(key) != ancestry.get(key):
             raise ConfigError(f"mm-lg descendants keep the ancestry's {key} ({ancestry.get(key)}), got {arch.get(key)}")
     tensors = {k: v.detach() for k, v in gene.tensors.items()}
-    image = Tower(stem=unpack("image_stem", tensors), blocks=mmlg_blocks(tensors, "image", int(arch["depth"])),
-                  head=unpack("image_head", tensors))  # the image tower alone: no text tower is built
+    image = build_tower(tensors, mmlg_blocks, "image", int(arch["depth"]))  # the image tower alone: no text tower
     stack = ClipStack(clip_arch_of(gene), image, Tower(), tensors["logit_scale"])
     return image_tower_to_timm(stack, int(arch["num_classes"]), in_chans=int(arch["in_chans"]),
                                class_embeddings=class_embeddings, blocks_given=True)

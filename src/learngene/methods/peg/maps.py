@@ -108,6 +108,34 @@ def _mlp_columns(seq: nn.Sequential, cols: torch.Tensor, hidden: torch.Tensor | 
     return torch.addmm(last.bias[:, None], last.weight, hidden, out=out)
 
 
+def _tracked(seq: nn.Sequential, x: torch.Tensor) -> bool:
+    """Will autograd record the map applied to ``x``?"""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
+
+
+def _chunks(seq: nn.Sequential, cols: torch.Tensor, tracked: bool):
+    """Yield (first column, the map of columns [first, first + n) [n_out, n]) over ``cols`` [n_in, N].
+
+    Up to ``FOLD_CHUNK`` columns: one product, no buffers. More: chunks of ``FOLD_CHUNK``; without
+    autograd each chunk is written into two reused buffers (consume it before the next one).
+    """
+    total = cols.shape[1]
+    if total <= FOLD_CHUNK:
+        yield 0, _mlp_columns(seq, cols)
+        return
+    n_hidden, n_out = seq[0].out_features, seq[2].out_features
+    if not tracked:
+        hidden_buffer, out_buffer = cols.new_empty(n_hidden * FOLD_CHUNK), cols.new_empty(n_out * FOLD_CHUNK)
+    for start in range(0, total, FOLD_CHUNK):
+        n = min(FOLD_CHUNK, total - start)
+        chunk = cols[:, start:start + n]
+        if tracked:  # autograd keeps each chunk's hidden for the backward pass anyway
+            yield start, _mlp_columns(seq, chunk)
+        else:
+            yield start, _mlp_columns(seq, chunk, hidden_buffer[:n_hidden * n].view(n_hidden, n),
+                                      out_buffer[:n_out * n].view(n_out, n))
+
+
 def along(seq: nn.Sequential, x: torch.Tensor, axis: int) -> torch.Tensor:
     """Apply a map to every vector of ``x`` along ``axis`` (that axis changes size n_in -> n_out).
 
@@ -122,22 +150,13 @@ def along(seq: nn.Sequential, x: torch.Tensor, axis: int) -> torch.Tensor:
     """
     moved = x.movedim(axis, 0)
     cols = moved.reshape(moved.shape[0], -1)  # [n_in, N]
-    n_hidden, n_out, total = seq[0].out_features, seq[2].out_features, cols.shape[1]
-    tracked = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
+    n_out, total = seq[2].out_features, cols.shape[1]
     if total <= FOLD_CHUNK:
         out = _mlp_columns(seq, cols)
     else:
         out = cols.new_empty(n_out, total)
-        if not tracked:
-            hidden_buffer, out_buffer = cols.new_empty(n_hidden * FOLD_CHUNK), cols.new_empty(n_out * FOLD_CHUNK)
-        for start in range(0, total, FOLD_CHUNK):
-            n = min(FOLD_CHUNK, total - start)
-            chunk = cols[:, start:start + n]
-            if tracked:  # autograd keeps each chunk's hidden for the backward pass anyway
-                out[:, start:start + n] = _mlp_columns(seq, chunk)
-            else:
-                out[:, start:start + n] = _mlp_columns(seq, chunk, hidden_buffer[:n_hidden * n].view(n_hidden, n),
-                                                       out_buffer[:n_out * n].view(n_out, n))
+        for start, chunk in _chunks(seq, cols, _tracked(seq, x)):
+            out[:, start:start + chunk.shape[1]] = chunk
     return out.reshape(n_out, *moved.shape[1:]).movedim(0, axis)
 
 
@@ -145,22 +164,13 @@ def along_layers(seq: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
     """Without autograd (folding): ``along(seq, x, 0)`` as n_out separate tensors of shape
     ``x.shape[1:]``, the same numbers. Each owns its memory, so a descendant's blocks can hold
     them as they are: no [n_out, ...] tensor exists, and nothing is copied per layer afterwards."""
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters())):
+    if _tracked(seq, x):
         raise RuntimeError("along_layers is for folding: call it under torch.no_grad(), or use along()")
     cols = x.reshape(x.shape[0], -1)  # [n_in, N]
-    n_hidden, n_out, total = seq[0].out_features, seq[2].out_features, cols.shape[1]
-    outs = [cols.new_empty(total) for _ in range(n_out)]
-    size = min(FOLD_CHUNK, total)
-    hidden_buffer, out_buffer = cols.new_empty(n_hidden * size), cols.new_empty(n_out * size)
-    for start in range(0, total, size):
-        n = min(size, total - start)
-        if total <= FOLD_CHUNK:  # along() computes a single chunk without buffers: do exactly that
-            chunk = _mlp_columns(seq, cols)
-        else:
-            chunk = _mlp_columns(seq, cols[:, start:start + n], hidden_buffer[:n_hidden * n].view(n_hidden, n),
-                                 out_buffer[:n_out * n].view(n_out, n))
+    outs = [cols.new_empty(cols.shape[1]) for _ in range(seq[2].out_features)]
+    for start, chunk in _chunks(seq, cols, tracked=False):
         for out, row in zip(outs, chunk):
-            out[start:start + n] = row
+            out[start:start + chunk.shape[1]] = row
     return [out.view(x.shape[1:]) for out in outs]
 
 
@@ -243,5 +253,4 @@ def expand_layers(layers: Tensors, maps: PegMaps, head_dim: int, extra: Tensors 
                 if folding:  # a strided view of the map's output: the block gets its own contiguous copy
                     x = x.clone(memory_format=torch.contiguous_format)
             block[key] = x
-        del deep
     return blocks

@@ -365,6 +365,7 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     return from_stack(stack, consume=True, protect=gene.tensors.values())
 
 
+# -- the artifact --------------------------------------------------------------------------------
 def validate(gene: Learngene) -> None:
     """Every stored tensor has the shape the config and the ancestry imply."""
     cfg, a = gene.config, gene.ancestry_arch
