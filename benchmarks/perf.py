@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import learngene  # noqa: E402
 from learngene._io import atomic_write_json  # noqa: E402
-from learngene.models import create_vit, vit_kwargs  # noqa: E402
+from learngene.arch import create_vit, vit_kwargs  # noqa: E402
 from learngene.registry import get_method, list_methods  # noqa: E402
 from learngene.train.flops import forward_flops_per_sample  # noqa: E402
 from trainer_vs_bare import bare_loop, fit_run  # noqa: E402

@@ -36,7 +36,7 @@ from learngene._io import atomic_write_json
 from learngene.bench.report import git_commit, machine_info
 from learngene.data import load_dataset
 from learngene.methods import learngene_pool, sn_net
-from learngene.stack import vit_arch
+from learngene.arch import arch_of
 from learngene.stitch import anchor_archs, save_stitched
 from learngene.train import TrainConfig, evaluate, fit
 from learngene.train.flops import forward_flops_per_sample
@@ -136,7 +136,7 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
 
     ancestry = learngene.load_ancestry(args.ancestry)
-    arch = vit_arch(ancestry)
+    arch = arch_of(ancestry)
     side, chans = int(arch["img_size"]), int(arch["in_chans"])
     distill_data = subset(load_dataset(args.data, "train", image_size=side, in_chans=chans), args.subset, args.seed)
     train = load_dataset(args.downstream, "train", image_size=side, in_chans=chans)

@@ -27,7 +27,7 @@ import torch
 import learngene
 import learngene.methods.tleg  # noqa: F401  (registers the method)
 from learngene.methods.tleg.method import TlegAuxiliary, init_tensors, tleg_arch
-from learngene.models import vit_kwargs
+from learngene.arch import vit_kwargs
 from learngene.train.flops import forward_flops_per_sample
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     ancestry_arch = vit_kwargs(args.preset)
     depths = parse_depths(args.depths)
     ancestry = learngene.create_vit(ancestry_arch)  # the teacher of the auxiliary model
-    arch = learngene.stack.vit_arch(ancestry)
+    arch = learngene.arch_of(ancestry)
     tensors = init_tensors(arch)
     stored_tleg = sum(t.numel() for t in tensors.values())
     aux = TlegAuxiliary(tleg_arch(arch, args.aux_depth), tensors)

@@ -35,7 +35,7 @@ from learngene.train import TrainConfig, fit  # noqa: E402
 
 def make_model():
     try:
-        from learngene.models import create_vit
+        from learngene.arch import create_vit
 
         return create_vit("vit-mini", num_classes=10), "learngene.models.create_vit('vit-mini', num_classes=10)"
     except Exception:  # models.py not there (or broken): the explicit shape

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import learngene
-from learngene.artifact import Learngene
+from learngene import Learngene
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods import sn_net
 from learngene.methods.learngene_pool import PoolStudent, default_matches, pool_loss, recording, stitch_supernet
@@ -325,7 +325,7 @@ def test_bad_descendant_requests(pool_gene, snnet_gene):
         (lambda: StitchedSupernet([tiny_vit(depth=2, embed_dim=24, num_heads=2), tiny_vit(depth=3)]), "one depth"),
         (lambda: StitchedSupernet([tiny_vit(depth=2), tiny_vit(depth=2, embed_dim=24, num_heads=2)]), "increasing width"),
         (lambda: StitchedSupernet([tiny_vit(depth=2)]), "at least 2 anchors"),
-        (lambda: StitchedViT(learngene.stack.vit_arch(tiny_vit()), 0), "front_depth must be an integer"),
+        (lambda: StitchedViT(learngene.arch_of(tiny_vit()), 0), "front_depth must be an integer"),
     ]
     for call, match in cases:
         with pytest.raises(ConfigError, match=match):

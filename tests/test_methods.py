@@ -42,7 +42,7 @@ def test_expand_gives_a_plain_timm_vit(method, options, shape, tmp_path):
     model = gene.expand(num_classes=7, seed=0, **shape)
     assert type(model) is timm.models.vision_transformer.VisionTransformer
     # timm.create_model with the same arguments accepts the descendant's state dict
-    arch = learngene.models.arch_of(model)
+    arch = learngene.arch_of(model).to_dict()
     twin = timm.models.vision_transformer.VisionTransformer(**arch)
     twin.load_state_dict(model.state_dict())
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)

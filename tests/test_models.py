@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 
 import learngene
 from learngene.errors import ArtifactError, ConfigError
-from learngene.models import VIT_PRESETS, create_vit, load_ancestry, save_model
+from learngene.arch import VIT_PRESETS, create_vit
+from learngene.models import load_ancestry, save_model
 
 from conftest import randomize_, tiny_vit
 
@@ -85,4 +86,4 @@ def test_preset_and_timm_name_sources():
     # a timm name without network: pretrained=False builds the architecture
     model = load_ancestry("deit_tiny_patch16_224", pretrained=False)
     assert model.embed_dim == 192
-    assert learngene.models.arch_of(model)["num_heads"] == 3
+    assert learngene.arch_of(model).to_dict()["num_heads"] == 3

@@ -14,7 +14,8 @@ from learngene.methods.peg import (PAPER_SHAPES, PegCondenser, PegMaps, expand_t
 from learngene.methods.peg.config import default_learngene_heads, default_learngene_layers
 from learngene.methods.peg.maps import DIM_AXIS
 from learngene.methods.peg.method import ancestry_pool, matched_layers
-from learngene.stack import to_stack, vit_arch
+from learngene.stack import to_stack
+from learngene.arch import arch_of
 from learngene.train import TrainConfig, fit
 
 from conftest import randomize_, tiny_vit
@@ -150,7 +151,7 @@ def test_condenser_resamples_each_epoch(tiny_ancestry):
     args = dict(pool=pool, stem=stack.stem, head=stack.head, learngene_heads=2, distribution="gaussian", seed=0,
                 steps_per_epoch=2)
     for resample in ("epoch", "once"):
-        aux = PegCondenser(vit_arch(tiny_ancestry), maps=PegMaps(2, 4, 2, 3), resample=resample, **args)
+        aux = PegCondenser(arch_of(tiny_ancestry), maps=PegMaps(2, 4, 2, 3), resample=resample, **args)
         x, seen, draws = torch.randn(1, 1, 28, 28), [], []
         for _ in range(5):
             aux.train()
@@ -190,7 +191,7 @@ def test_condensing_distils_into_pool_and_maps(tiny_ancestry, drawn, condensed, 
 
 
 def test_load_refuses_inconsistent_tensors(drawn, tmp_path):
-    bad = learngene.artifact.Learngene(method="peg", config=dict(drawn.config), tensors=dict(drawn.tensors),
+    bad = learngene.Learngene(method="peg", config=dict(drawn.config), tensors=dict(drawn.tensors),
                                        provenance=drawn.provenance)
     bad.tensors["layers.q.weight"] = bad.tensors["layers.q.weight"][:, :1].contiguous()
     bad.save(tmp_path / "bad")
@@ -215,7 +216,7 @@ def test_interpolation_matrix():
 def test_expand_gives_a_plain_timm_vit(drawn, shape):
     model = drawn.expand(seed=0, **shape)
     assert type(model) is timm.models.vision_transformer.VisionTransformer
-    twin = timm.models.vision_transformer.VisionTransformer(**learngene.models.arch_of(model))
+    twin = timm.models.vision_transformer.VisionTransformer(**learngene.arch_of(model).to_dict())
     twin.load_state_dict(model.state_dict())
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, shape.get("num_classes", 10))
     assert len(model.blocks) == shape.get("depth", 4)

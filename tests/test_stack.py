@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from learngene.errors import ConfigError
-from learngene.models import create_vit
+from learngene.arch import create_vit
 from learngene.stack import VitStack, from_stack, to_stack
 
 from conftest import randomize_

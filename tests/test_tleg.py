@@ -9,13 +9,14 @@ import torch.nn.functional as F
 
 import learngene
 import learngene.methods.tleg  # noqa: F401  (registers the method)
-from learngene.artifact import Learngene
+from learngene import Learngene
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods.tleg import TlegAuxiliary, TlegConfig, linear_expand
 from learngene.methods.tleg.method import init_tensors, tleg_arch
 from learngene.methods.tleg.narrow import spaced
 from learngene.registry import config_to_dict
-from learngene.stack import to_stack, vit_arch
+from learngene.stack import to_stack
+from learngene.arch import arch_of
 from learngene.train.optim import no_decay_names
 
 from conftest import randomize_, tiny_vit
@@ -23,11 +24,11 @@ from conftest import randomize_, tiny_vit
 
 def random_gene(ancestry, aux_depth: int = 12, seed: int = 0) -> Learngene:
     """A TLEG learngene (no training) whose every tensor is distinct random values."""
-    arch = vit_arch(ancestry)
+    arch = arch_of(ancestry)
     g = torch.Generator().manual_seed(seed)
     tensors = {k: torch.randn(t.shape, generator=g) for k, t in init_tensors(arch).items()}
     return Learngene(method="tleg", config=config_to_dict(TlegConfig(aux_depth=aux_depth)), tensors=tensors,
-                     provenance={"ancestry": {"arch": arch}})
+                     provenance={"ancestry": {"arch": arch.to_dict()}})
 
 
 def theta(gene: Learngene, which: str) -> dict[str, torch.Tensor]:
@@ -89,7 +90,7 @@ def test_other_block_layouts(overrides):
     with torch.no_grad():
         torch.testing.assert_close(aux(x), gene.expand(depth=3, seed=0).eval()(x), rtol=1e-5, atol=1e-5)
     torch.manual_seed(0)
-    initial = init_tensors(vit_arch(ancestry))
+    initial = init_tensors(arch_of(ancestry))
     if "init_values" in overrides:  # layer-scale (not in the reference): theta_A = init_values, theta_B = 0
         assert torch.equal(initial["theta_A.ls1.gamma"], torch.full((48,), 1e-5)) and not initial["theta_B.ls2.gamma"].any()
     else:
@@ -97,7 +98,7 @@ def test_other_block_layouts(overrides):
 
 
 def test_gradients_reach_theta_b_and_weight_decay_rule(tiny_ancestry):
-    arch = vit_arch(tiny_ancestry)
+    arch = arch_of(tiny_ancestry)
     torch.manual_seed(0)
     aux = TlegAuxiliary(tleg_arch(arch, 4), init_tensors(arch))
     aux(torch.randn(4, 1, 28, 28)).logsumexp(1).sum().backward()
@@ -112,7 +113,7 @@ def test_gradients_reach_theta_b_and_weight_decay_rule(tiny_ancestry):
 
 def test_reference_initialisation(tiny_ancestry):
     torch.manual_seed(0)
-    t = init_tensors(vit_arch(tiny_ancestry))
+    t = init_tensors(arch_of(tiny_ancestry))
     assert torch.equal(t["theta_A.norm1.weight"], torch.ones(48)) and not t["theta_B.norm1.weight"].any()
     assert not t["theta_A.norm2.bias"].any() and not t["theta_B.fc1.bias"].any() and not t["theta_A.q.bias"].any()
     for key in ("q.weight", "proj.weight", "fc2.weight"):
@@ -141,7 +142,7 @@ def test_extraction_trains_and_round_trips(extracted, tiny_ancestry, data, tmp_p
     assert gene.provenance["cost"]["samples_seen"] == 96 and gene.provenance["cost"]["flops"] > 0
     assert distillation["eval_acc"] is not None and distillation["steps"] == 6
     # the distillation loss (KD against the ancestry) went down from the initial learngene's
-    arch = vit_arch(tiny_ancestry)
+    arch = arch_of(tiny_ancestry)
     torch.manual_seed(options["seed"])
     before = TlegAuxiliary(tleg_arch(arch, 4), init_tensors(arch)).eval()
     after = TlegAuxiliary(tleg_arch(arch, 4), gene.tensors).eval()
@@ -181,7 +182,7 @@ def test_descendant_is_avg_pooled_without_class_token(tiny_ancestry):
     gene = random_gene(tiny_ancestry)
     child = gene.expand(depth=3, global_pool="token", seed=0)  # TLEG forces avg pooling, no class token
     assert child.global_pool == "avg" and child.cls_token is None and isinstance(child.fc_norm, torch.nn.LayerNorm)
-    twin = timm.models.vision_transformer.VisionTransformer(**learngene.models.arch_of(child))
+    twin = timm.models.vision_transformer.VisionTransformer(**learngene.arch_of(child).to_dict())
     twin.load_state_dict(child.state_dict())
     assert torch.equal(child.fc_norm.weight, gene.tensors["head.norm.weight"])
     assert torch.equal(child.pos_embed, gene.tensors["stem.pos_embed"])

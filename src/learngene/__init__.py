@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .api import extract
-from .artifact import Learngene, load
+from .api import Learngene, extract, load
+from .arch import ViTArch, arch_of, create_vit, list_presets
+from .artifact import Artifact
 from .errors import ArtifactError, ConfigError, DatasetNotFoundError, LearngeneError, UnknownMethodError
-from .models import create_vit, list_presets, load_ancestry, save_model
+from .models import load_ancestry, save_model
 from .registry import get_method, list_methods
+from .version import __version__
 
 __all__ = [
-    "__version__", "extract", "load", "Learngene", "list_methods", "get_method",
-    "create_vit", "load_ancestry", "save_model", "list_presets",
+    "__version__", "extract", "load", "Learngene", "Artifact", "list_methods", "get_method",
+    "create_vit", "ViTArch", "arch_of", "load_ancestry", "save_model", "list_presets",
     "LearngeneError", "ConfigError", "ArtifactError", "DatasetNotFoundError", "UnknownMethodError",
 ]

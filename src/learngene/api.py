@@ -1,21 +1,107 @@
-"""``learngene.extract``: one entry point for every method."""
+"""The public API: ``extract``, ``load`` and ``Learngene``, dispatching to the methods through the registry.
+
+    gene = learngene.extract("heuristic", "runs/ancestry", rule="last", k=3)   # a Learngene
+    gene.save("genes/heuristic")
+    child = learngene.load("genes/heuristic").expand(depth=6, num_classes=10)  # a timm VisionTransformer
+
+``Learngene`` is the stored ``Artifact`` plus what needs the method: growing descendants
+(``expand``, ``fold``) and describing the shapes it can grow.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
-from .artifact import Learngene, created_now
-from .errors import ConfigError
+from .arch import ViTArch, arch_of, validate_shape
+from .artifact import Artifact, created_now, read_artifact
+from .errors import ArtifactError, ConfigError, LearngeneError
 from .models import load_ancestry
 from .registry import config_to_dict, get_method, make_config
-from .stack import vit_arch
+from .version import __version__
 
 
-def resolve_data(data: Any, arch: dict[str, Any], split: str = "train") -> tuple[Any, dict[str, Any]]:
+@dataclass(repr=False)
+class Learngene(Artifact):
+    """A learngene, ready to grow descendants. Fields and storage: ``Artifact``."""
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> "Learngene":
+        """The same artifact (tensors shared, not copied) with the method's operations."""
+        if isinstance(artifact, cls):
+            return artifact
+        return cls(method=artifact.method, config=artifact.config, tensors=artifact.tensors,
+                   provenance=artifact.provenance)
+
+    def describe_shapes(self) -> str:
+        spec = get_method(self.method)
+        return spec.describe_shapes(self) if spec.describe_shapes else "any depth, width and head count"
+
+    def descendant_arch(self, *, depth: int | None = None, embed_dim: int | None = None,
+                        num_heads: int | None = None, num_classes: int | None = None,
+                        **timm_kwargs: Any) -> ViTArch:
+        """The descendant's architecture: the ancestry's, with the given overrides."""
+        arch = self.ancestry_arch.replace(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                                          num_classes=num_classes, **timm_kwargs)
+        validate_shape(depth=arch.depth, embed_dim=arch.embed_dim, num_heads=arch.num_heads,
+                       num_classes=arch.num_classes)
+        return arch
+
+    def expand(self, *, depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
+               num_classes: int | None = None, seed: int | None = None, trainable: bool = False,
+               **timm_kwargs: Any) -> torch.nn.Module:
+        """Grow a descendant: a plain timm ``VisionTransformer``.
+
+        Shape arguments default to the ancestry's. ``timm_kwargs`` go to the
+        VisionTransformer (e.g. ``drop_path_rate=0.1``, ``global_pool='avg'``).
+        ``seed`` fixes the random initialisation of whatever the learngene does not provide.
+        ``trainable=True``: for methods whose descendants train extra machinery (PEG's maps),
+        the trainable module; train it, then ``fold`` it into the plain ViT. For every other
+        method it is the plain ViT itself.
+        """
+        spec = get_method(self.method)
+        build = spec.expand_trainable if trainable and spec.expand_trainable is not None else spec.expand
+        arch = self.descendant_arch(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                                    num_classes=num_classes, **timm_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            try:
+                return build(self, arch)
+            except KeyError as e:  # a tensor or config entry the method needs is not stored
+                missing = e.args[0] if e.args else e
+                raise ArtifactError(f"this {self.method} learngene lacks {missing!r}, which growing a descendant "
+                                    "needs: it is incomplete or inconsistent; re-create it") from None
+
+    def fold(self, descendant: torch.nn.Module) -> torch.nn.Module:
+        """The plain timm ViT a trained ``expand(trainable=True)`` module computes (itself if plain)."""
+        spec = get_method(self.method)
+        return descendant if spec.fold is None or isinstance(descendant, VisionTransformer) else spec.fold(descendant)
+
+
+def load(path: str | os.PathLike) -> Learngene:
+    """Load a learngene folder written by ``Learngene.save``, validating it fully: the files
+    against each other (``read_artifact``), then the method's config and invariants."""
+    artifact = read_artifact(path)
+    spec = get_method(artifact.method)
+    gene = Learngene.of(artifact)
+    try:
+        make_config(spec, gene.config)  # the stored config must still be a valid config
+        if spec.validate is not None:
+            spec.validate(gene)
+    except ArtifactError:
+        raise
+    except (LearngeneError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: config and tensors disagree: {e}") from None
+    return gene
+
+
+def resolve_data(data: Any, arch: ViTArch, split: str = "train") -> tuple[Any, dict[str, Any]]:
     """A registered dataset name -> the dataset at the model's input size; a Dataset passes through.
 
     Returns (dataset, provenance entry).
@@ -25,15 +111,11 @@ def resolve_data(data: Any, arch: dict[str, Any], split: str = "train") -> tuple
     if isinstance(data, (str, os.PathLike)):
         from .data import load_dataset
 
-        dataset = load_dataset(str(data), split, image_size=_side(arch["img_size"]), in_chans=int(arch["in_chans"]))
+        dataset = load_dataset(str(data), split, image_size=arch.side, in_chans=arch.in_chans)
         return dataset, {"name": str(data), "split": split, "num_samples": len(dataset)}
     if isinstance(data, torch.utils.data.Dataset):
         return data, {"name": type(data).__name__, "num_samples": len(data) if hasattr(data, "__len__") else None}
     raise ConfigError(f"data must be a registered dataset name or a torch Dataset, got {type(data).__name__}")
-
-
-def _side(img_size: Any) -> int:
-    return int(img_size[0] if isinstance(img_size, (tuple, list)) else img_size)
 
 
 def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = None, **config: Any) -> Learngene:
@@ -53,9 +135,9 @@ def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = No
         if data is None:
             raise ConfigError(f"method {method!r} condenses on image-caption pairs: pass data='fashion-mnist' "
                               "(or --data on the CLI)")
-        return spec.extract(ancestry, method_config, data=data)
+        return Learngene.of(spec.extract(ancestry, method_config, data=data))
     model = load_ancestry(ancestry)
-    arch = vit_arch(model)
+    arch = arch_of(model)
     # A config may decide per option whether data is read (auto-learngene's first-half does not).
     needs_data = bool(getattr(method_config, "needs_data", spec.needs_data))
     if needs_data and data is None:
@@ -63,9 +145,8 @@ def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = No
                           "(or --data on the CLI)")
     dataset, data_info = resolve_data(data, arch) if needs_data else (None, {"name": str(data)} if data else {})
     was_training = model.training
-    gene = spec.extract(model, method_config, data=dataset)
+    gene = Learngene.of(spec.extract(model, method_config, data=dataset))
     model.train(was_training)
-    from . import __version__
 
     cost = dict(gene.provenance.get("cost", {}))
     cost.setdefault("samples_seen", 0)
@@ -73,7 +154,7 @@ def extract(method: str, ancestry: str | os.PathLike | nn.Module, data: Any = No
     gene.provenance = {
         **gene.provenance,
         "ancestry": {
-            "arch": arch,
+            "arch": arch.to_dict(),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "source": ancestry if isinstance(ancestry, str) else str(ancestry) if isinstance(ancestry, os.PathLike) else type(ancestry).__name__,
         },

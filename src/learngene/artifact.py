@@ -4,10 +4,12 @@
       learngene_config.json    method, method config, provenance, tensor manifest
       learngene.safetensors    the stored tensors, nothing else
 
-``Learngene.save`` writes the folder atomically (temp folder, fsync, rename). ``load``
-validates the JSON, the safetensors file and the manifest against each other, then
-lets the method check its own invariants; any mismatch is an ``ArtifactError`` saying
-what is wrong. No pickle is ever involved.
+``Artifact`` is the data: what a method condensed, with its config and provenance.
+``Artifact.save`` writes the folder atomically (temp folder, fsync, rename); ``read_artifact``
+validates the JSON, the safetensors file and the manifest against each other and the
+ancestry architecture; any mismatch is an ``ArtifactError`` saying what is wrong. No pickle
+is ever involved. Growing descendants and the method's own checks on load live one layer
+up, in ``learngene.api`` (``Learngene``, ``load``), which dispatches through the registry.
 """
 
 from __future__ import annotations
@@ -22,25 +24,21 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from timm.models.vision_transformer import VisionTransformer
 from safetensors.torch import load_file
 
 from ._io import atomic_replace_dir, atomic_save_safetensors, atomic_write_json
-from .errors import ArtifactError, ConfigError, LearngeneError
-from .models import validate_arch, validate_shape
+from .errors import ArtifactError, ConfigError
+from .version import __version__
+from .arch import ViTArch, validate_arch
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "learngene_config.json"
 WEIGHTS_NAME = "learngene.safetensors"
 MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config is a few KB; refuse absurd (hostile) files
 
-# Descendant kwargs that change the architecture (the rest, e.g. drop_path_rate, are passed through).
-SHAPE_KEYS = ("depth", "embed_dim", "num_heads", "num_classes")
-
-
 @dataclass
-class Learngene:
-    """A learngene: what a method condensed from an ancestry, ready to grow descendants.
+class Artifact:
+    """What a method condensed from an ancestry, as stored.
 
     Attributes:
         method: registered method name (``learngene.list_methods()``).
@@ -62,73 +60,21 @@ class Learngene:
         return sum(t.numel() for t in self.tensors.values())
 
     @property
-    def ancestry_arch(self) -> dict[str, Any]:
+    def ancestry_arch(self) -> ViTArch:
+        return ViTArch.from_dict(self._ancestry_arch_dict())
+
+    def _ancestry_arch_dict(self) -> dict[str, Any]:
         try:
             arch = self.provenance["ancestry"]["arch"]
         except (KeyError, TypeError, IndexError):
             arch = None
         if not isinstance(arch, dict):
             raise ArtifactError("learngene has no ancestry architecture in its provenance")
-        return dict(arch)
-
-    def describe_shapes(self) -> str:
-        from .registry import get_method
-
-        spec = get_method(self.method)
-        return spec.describe_shapes(self) if spec.describe_shapes else "any depth, width and head count"
-
-    def __repr__(self) -> str:
-        return (f"Learngene(method={self.method!r}, tensors={len(self.tensors)}, "
-                f"num_parameters={self.num_parameters:,})")
-
-    # -- growing descendants -----------------------------------------------------------
-    def descendant_arch(self, *, depth: int | None = None, embed_dim: int | None = None,
-                        num_heads: int | None = None, num_classes: int | None = None,
-                        **timm_kwargs: Any) -> dict[str, Any]:
-        """The descendant's timm kwargs: the ancestry's, with the given overrides."""
-        arch = self.ancestry_arch
-        for key, value in dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes).items():
-            if value is not None:
-                arch[key] = value
-        arch.update({k: v for k, v in timm_kwargs.items() if v is not None})
-        validate_shape(depth=arch.get("depth"), embed_dim=arch.get("embed_dim"), num_heads=arch.get("num_heads"),
-                       num_classes=arch.get("num_classes"))
         return arch
 
-    def expand(self, *, depth: int | None = None, embed_dim: int | None = None, num_heads: int | None = None,
-               num_classes: int | None = None, seed: int | None = None, trainable: bool = False,
-               **timm_kwargs: Any) -> torch.nn.Module:
-        """Grow a descendant: a plain timm ``VisionTransformer``.
-
-        Shape arguments default to the ancestry's. ``timm_kwargs`` go to the
-        VisionTransformer (e.g. ``drop_path_rate=0.1``, ``global_pool='avg'``).
-        ``seed`` fixes the random initialisation of whatever the learngene does not provide.
-        ``trainable=True``: for methods whose descendants train extra machinery (PEG's maps),
-        the trainable module; train it, then ``fold`` it into the plain ViT. For every other
-        method it is the plain ViT itself.
-        """
-        from .registry import get_method
-
-        spec = get_method(self.method)
-        build = spec.expand_trainable if trainable and spec.expand_trainable is not None else spec.expand
-        arch = self.descendant_arch(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
-                                    num_classes=num_classes, **timm_kwargs)
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            try:
-                return build(self, arch)
-            except KeyError as e:  # a tensor or config entry the method needs is not stored
-                missing = e.args[0] if e.args else e
-                raise ArtifactError(f"this {self.method} learngene lacks {missing!r}, which growing a descendant "
-                                    "needs: it is incomplete or inconsistent; re-create it") from None
-
-    def fold(self, descendant: torch.nn.Module) -> torch.nn.Module:
-        """The plain timm ViT a trained ``expand(trainable=True)`` module computes (itself if plain)."""
-        from .registry import get_method
-
-        spec = get_method(self.method)
-        return descendant if spec.fold is None or isinstance(descendant, VisionTransformer) else spec.fold(descendant)
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(method={self.method!r}, tensors={len(self.tensors)}, "
+                f"num_parameters={self.num_parameters:,})")
 
     # -- storage -----------------------------------------------------------------------
     def manifest(self) -> dict[str, dict[str, Any]]:
@@ -136,8 +82,6 @@ class Learngene:
                 for k, t in sorted(self.tensors.items())}
 
     def to_config_dict(self) -> dict[str, Any]:
-        from . import __version__
-
         return {
             "format_version": FORMAT_VERSION,
             "library": f"learngene-kit {__version__}",
@@ -219,34 +163,25 @@ def _check_manifest(config: dict[str, Any], tensors: dict[str, torch.Tensor], pa
             raise ArtifactError(f"{path}: tensor {name!r} holds NaN or inf values")
 
 
-def load(path: str | os.PathLike) -> Learngene:
-    """Load a learngene folder written by ``Learngene.save``, validating it fully."""
-    from .registry import get_method
-
+def read_artifact(path: str | os.PathLike) -> Artifact:
+    """Read a learngene folder written by ``Artifact.save``, checking the files against each other
+    and the ancestry architecture (the method's own checks: ``learngene.load``)."""
     path = Path(path)
     if not path.exists():
         aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")) if path.name else []
-        if aside:  # Learngene.save was killed between moving the old folder aside and moving the new one in
+        if aside:  # Artifact.save was killed between moving the old folder aside and moving the new one in
             raise ArtifactError(f"no learngene at {path}: an interrupted save left the previous version at "
                                 f"{aside[-1]}; rename it to {path.name}, or save again")
         raise ArtifactError(f"no learngene at {path}: the folder does not exist")
     if not path.is_dir():
         raise ArtifactError(f"{path} is a file; a learngene is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
     config = _read_config(path)
-    spec = get_method(config["method"])
     tensors = _read_tensors(path)
     _check_manifest(config, tensors, path)
-    gene = Learngene(method=config["method"], config=config["method_config"], tensors=tensors,
-                     provenance=config["provenance"])
+    artifact = Artifact(method=config["method"], config=config["method_config"], tensors=tensors,
+                        provenance=config["provenance"])
     try:
-        validate_arch(gene.ancestry_arch)
-        from .registry import make_config
-
-        make_config(spec, gene.config)  # the stored config must still be a valid config
-        if spec.validate is not None:
-            spec.validate(gene)
-    except ArtifactError:
-        raise
-    except (LearngeneError, KeyError, TypeError, ValueError) as e:
+        validate_arch(artifact._ancestry_arch_dict())
+    except ConfigError as e:
         raise ArtifactError(f"{path}: config and tensors disagree: {e}") from None
-    return gene
+    return artifact

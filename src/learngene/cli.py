@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ._cli_args import Parser, add_subcommand, one_line, resolve_call
+from .arch import ViTArch
 from .errors import ConfigError, LearngeneError
 
 
@@ -52,10 +53,10 @@ def _train_config(train: dict[str, Any], **shortcuts: Any):
     return TrainConfig.from_dict(values)
 
 
-def _load_pair(data: str, arch: dict[str, Any], augment: bool = False):
+def _load_pair(data: str, arch: ViTArch, augment: bool = False):
     from .data import load_dataset
 
-    size, chans = _side(arch["img_size"]), int(arch["in_chans"])
+    size, chans = arch.side, arch.in_chans
     train = load_dataset(data, "train", image_size=size, in_chans=chans, augment=augment)
     test = load_dataset(data, "test", image_size=size, in_chans=chans)
     return train, test
@@ -64,7 +65,7 @@ def _load_pair(data: str, arch: dict[str, Any], augment: bool = False):
 def cmd_list() -> None:
     """List methods, datasets and model presets."""
     from .data import list_datasets
-    from .models import VIT_PRESETS
+    from .arch import VIT_PRESETS
     from .registry import get_method, list_methods
 
     print("methods:")
@@ -103,7 +104,8 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
     import torch
 
     from .data import dataset_info
-    from .models import create_vit, save_model
+    from .arch import create_vit
+    from .models import save_model
     from .train import fit
 
     overrides = dict(overrides or {})
@@ -116,7 +118,7 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
     torch.manual_seed(cfg.seed)
     model = create_vit(preset, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
                        num_classes=info.num_classes, **model_kw)
-    from .models import arch_of
+    from .arch import arch_of
 
     train_ds, test_ds = _load_pair(data, arch_of(model), augment=augment)
     out_dir = Path(out)
@@ -211,7 +213,7 @@ def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = N
             image tower of --depth blocks and a text tower of --text-depth blocks.
         text_depth: with --clip: text tower depth (default: the ancestry's).
     """
-    from .artifact import load
+    from .api import load
     from .models import save_model
 
     learngene = load(gene)
@@ -255,9 +257,11 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         resume: continue from out/checkpoint.pt.
         augment: random-shift augmentation of training images.
     """
-    from .artifact import CONFIG_NAME, load
+    from .api import load
+    from .artifact import CONFIG_NAME
     from .data import dataset_info
-    from .models import arch_of, load_ancestry, save_model
+    from .arch import arch_of
+    from .models import load_ancestry, save_model
     from .train import fit
 
     overrides = dict(overrides or {})
@@ -323,7 +327,8 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
         batch_size: evaluation batch size.
     """
     from .data import load_dataset
-    from .models import arch_of, load_ancestry
+    from .arch import arch_of
+    from .models import load_ancestry
     from .train import evaluate
 
     from .clip.model import is_clip_folder  # needs no open_clip: a file check
@@ -335,7 +340,7 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
         return
     net = load_ancestry(model)
     arch = arch_of(net)
-    ds = load_dataset(data, split, image_size=_side(arch["img_size"]), in_chans=int(arch["in_chans"]))
+    ds = load_dataset(data, split, image_size=arch.side, in_chans=arch.in_chans)
     if ds.info.num_classes != net.num_classes:
         raise ConfigError(f"the model has {net.num_classes} classes but {data} has {ds.info.num_classes}; "
                           "fine-tune it on this dataset first")
@@ -367,7 +372,7 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
     """
     import math
 
-    from .artifact import load
+    from .api import load
 
     learngene = load(gene)
     if plot:

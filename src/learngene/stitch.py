@@ -51,8 +51,9 @@ from torch import nn
 
 from ._io import atomic_save_safetensors, atomic_write_json
 from .errors import ArtifactError, ConfigError, LearngeneError
-from .models import MAX_DEPTH, validate_arch
-from .stack import VitStack, from_stack, vit_arch
+from .arch import MAX_DEPTH, validate_arch
+from .arch import ViTArch, arch_of
+from .stack import VitStack, from_stack
 
 Tensors = dict[str, torch.Tensor]
 PAIRS = ("nearest", "all")
@@ -110,7 +111,7 @@ def unpack_anchors(tensors: Tensors, prefix: str, archs: Sequence[dict[str, Any]
                 if not index.isdigit() or int(index) >= len(blocks):
                     raise ConfigError(f"{prefix} {a}: tensor {k!r} is beyond its depth {arch['depth']}")
                 blocks[int(index)][name] = v
-        stack = VitStack(arch=dict(arch), stem=stem, blocks=blocks, head=head)
+        stack = VitStack(arch=ViTArch.from_dict(arch), stem=stem, blocks=blocks, head=head)
         try:
             from_stack(stack, requires_grad=False)  # every tensor present, every shape right
         except (ConfigError, RuntimeError, KeyError) as e:
@@ -348,7 +349,7 @@ class StitchedSupernet(nn.Module):
         anchors = list(anchors)
         if len(anchors) < 2:
             raise ConfigError(f"stitching needs at least 2 anchors, got {len(anchors)}")
-        archs = [vit_arch(a) for a in anchors]  # ConfigError for non-ViTs and unmapped features
+        archs = [arch_of(a).to_dict() for a in anchors]  # ConfigError for non-ViTs and unmapped features
         depth = int(archs[0]["depth"])
         widths = [int(a["embed_dim"]) for a in archs]
         if any(int(a["depth"]) != depth for a in archs):
@@ -569,10 +570,10 @@ def build_supernet(stacks: Sequence[VitStack], *, num_classes: int | None, pairs
         torch.manual_seed(seed)
         anchors = []
         for stack in stacks:
-            classes = int(stack.arch["num_classes"]) if num_classes is None else num_classes
+            classes = stack.arch.num_classes if num_classes is None else num_classes
             if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
                 raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-            target = blank_stack({**stack.arch, "num_classes": classes})
+            target = blank_stack(stack.arch.replace(num_classes=classes))
             target.stem, target.blocks = dict(stack.stem), [dict(b) for b in stack.blocks]
             copy_head_if_same_labels(target, stack.head, stack.arch)
             anchors.append(from_stack(target))
@@ -582,7 +583,7 @@ def build_supernet(stacks: Sequence[VitStack], *, num_classes: int | None, pairs
 def supernet_from_gene(gene, method: str, prefix: str, *, num_classes: int | None, pairs: str, kernel_size: int,
                        stride: int, seed: int) -> StitchedSupernet:
     """The supernet over the anchors a ``method`` learngene stores under ``prefix`` (not yet initialised)."""
-    from .artifact import Learngene
+    from .artifact import Artifact
 
     if not isinstance(gene, Learngene) or gene.method != method:
         raise ConfigError(f"stitch_supernet takes a {method} learngene, got "

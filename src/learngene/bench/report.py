@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json, atomic_write_text
+from ..arch import ViTArch
 from .suite import REPO_ROOT, Suite, plan_cells, suite_shapes
 
 PER_SHAPE_METHODS = ("pretrain-finetune",)  # baselines that store one whole model per shape
@@ -68,15 +69,15 @@ def machine_info() -> dict[str, Any]:
 # -- records ------------------------------------------------------------------------------
 
 
-def _vit_params(arch: dict[str, Any], shape: tuple[int, int, int]) -> int:
-    from ..models import create_vit
+def _vit_params(arch: ViTArch, shape: tuple[int, int, int]) -> int:
+    from ..arch import create_vit
 
     depth, embed_dim, num_heads = shape
-    model = create_vit({**arch, "depth": depth, "embed_dim": embed_dim, "num_heads": num_heads})
+    model = create_vit(arch.replace(depth=depth, embed_dim=embed_dim, num_heads=num_heads))
     return sum(p.numel() for p in model.parameters())
 
 
-def collect_results(suite: Suite, cells_dir: Path, akey: str, arch: dict[str, Any], ancestry_path: Path,
+def collect_results(suite: Suite, cells_dir: Path, akey: str, arch: ViTArch, ancestry_path: Path,
                     ancestry_meta: dict[str, Any], *, seeds: list[int], command: str, commit: str) -> dict[str, Any]:
     """Every cached cell of the suite's grid (all methods, datasets, shapes, ``seeds``) as records."""
     cells, unavailable = plan_cells(suite, akey, arch, methods=[m.label for m in suite.methods],
@@ -123,7 +124,7 @@ def collect_results(suite: Suite, cells_dir: Path, akey: str, arch: dict[str, An
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ancestry": {"path": str(ancestry_path), "key": akey, "eval_acc": ancestry_meta.get("eval_acc"),
                      "samples": int(cost.get("samples_seen", 0)), "flops": int(cost.get("train_flops", 0)),
-                     "arch": arch},
+                     "arch": arch.to_dict()},
         "config": _suite_dict(suite),
         "cells": len(cells), "skipped_cells": skipped_cells, "missing_cells": missing,
         "records": records, "skipped": skipped, "summary": aggregate(records),

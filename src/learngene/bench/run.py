@@ -38,7 +38,8 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
     import torch
 
     from ..data import dataset_info, load_dataset
-    from ..models import create_vit, save_model
+    from ..arch import create_vit
+    from ..models import save_model
     from ..train import fit
 
     key = ancestry_key(preset, data, train_config, model_overrides)
@@ -64,7 +65,7 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
 
 def recorded_ancestry_key(path: Path) -> str:
     """The recipe key of an ancestry folder written by our trainer, or a hash of its weights."""
-    from ..models import VIT_PRESETS
+    from ..arch import VIT_PRESETS
     from ..train import TrainConfig
 
     model_config, summary = path / "model_config.json", path / "train_summary.json"
@@ -138,7 +139,8 @@ def _select(names: list[str] | None, valid: list[str], what: str) -> list[str]:
 def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, data: str, genes_dir: Path):
     """The entry's learngene, extracted once into genes_dir/<method>-<key>."""
     from ..api import extract
-    from ..artifact import CONFIG_NAME, load
+    from ..api import load
+    from ..artifact import CONFIG_NAME
 
     path = genes_dir / f"{entry.method}-{key}"
     if (path / CONFIG_NAME).is_file():
@@ -167,7 +169,7 @@ def _cached(key: tuple, make):
 
 def _run_cell(job: tuple, suite: Suite, side: int, chans: int, provenance: dict[str, Any]) -> tuple:
     """Train one cell and write its record atomically; returns (index, cell, record)."""
-    from ..artifact import load
+    from ..api import load
     from ..data import load_dataset
 
     i, cell, gene_path, record_path = job
@@ -266,7 +268,8 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
     ``workers``: train that many cells at once in separate processes (results are the same
     cells; a cell's numbers can differ in the last digits with the thread count)."""
-    from ..models import arch_of, load_ancestry
+    from ..arch import arch_of
+    from ..models import load_ancestry
 
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
@@ -309,7 +312,7 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
             gene_paths[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
                                                               data_name, out / "genes")[1]
     jobs = [(i, cell, gene_paths[cell.gene_key], cells_dir / f"{cell.key}.json") for i, cell in pending]
-    side, chans = _side(arch["img_size"]), int(arch["in_chans"])
+    side, chans = arch.side, arch.in_chans
     for i, cell, record in _train_cells(jobs, suite, side, chans, provenance, workers):
         trained += record["status"] == "trained"
         skipped += record["status"] == "skipped"

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..arch import ViTArch
 from ..errors import ConfigError, LearngeneError
 
 CELL_FORMAT = 1                                   # bump to invalidate every cached cell
@@ -122,7 +123,7 @@ def find_suite(name_or_path: str) -> Path:
 def load_suite(name_or_path: str) -> Suite:
     """Read and validate a suite file; any problem is a one-line ConfigError naming the file."""
     from ..data import dataset_info
-    from ..models import validate_shape, vit_kwargs
+    from ..arch import validate_shape, vit_kwargs
     from ..train import TrainConfig
 
     path = find_suite(name_or_path)
@@ -244,8 +245,8 @@ def cell_key(gene: str, dataset: str, shape: tuple[int, int, int], finetune: dic
                         "embed_dim": embed_dim, "num_heads": num_heads, "finetune": finetune})
 
 
-def suite_shapes(suite: Suite, arch: dict[str, Any]) -> list[tuple[int, int, int]]:
-    widths = suite.widths or [(int(arch["embed_dim"]), int(arch["num_heads"]))]
+def suite_shapes(suite: Suite, arch: ViTArch) -> list[tuple[int, int, int]]:
+    widths = suite.widths or [(arch.embed_dim, arch.num_heads)]
     return [(depth, d, h) for d, h in widths for depth in suite.depths]
 
 
@@ -259,7 +260,7 @@ class Cell:
     key: str
 
 
-def plan_cells(suite: Suite, ancestry: str, arch: dict[str, Any], *, methods: list[str], datasets: list[str],
+def plan_cells(suite: Suite, ancestry: str, arch: ViTArch, *, methods: list[str], datasets: list[str],
                seeds: list[int]) -> tuple[list[Cell], dict[str, str]]:
     """The selected cells, and {label: reason} for the selected methods that cannot run at all."""
     cells, unavailable = [], {}

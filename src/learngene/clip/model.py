@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_json
+from ..arch import ViTArch
 from ..errors import ConfigError
 from .data import CaptionPairs, CaptionTokenizer
 from .loss import ContrastiveClip, contrastive_loss_fn
@@ -157,14 +158,14 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
 
 # -- the image tower as a timm classifier -------------------------------------------------
 def image_classifier_arch(arch: dict[str, Any], num_classes: int, *, depth: int | None = None,
-                          in_chans: int = 1) -> dict[str, Any]:
-    """timm VisionTransformer kwargs computing the CLIP image tower (+ a classifier): class-token
+                          in_chans: int = 1) -> ViTArch:
+    """The timm VisionTransformer architecture computing the CLIP image tower (+ a classifier): class-token
     pooling, pre-norm (CLIP's ln_pre; timm then drops the patch bias), final norm = ln_post."""
     img = clip_arch(arch)["image"]
-    return dict(img_size=img["image_size"], patch_size=img["patch_size"], in_chans=in_chans, num_classes=num_classes,
-                global_pool="token", embed_dim=img["width"], depth=img["layers"] if depth is None else depth,
-                num_heads=img["heads"], mlp_ratio=img["mlp_ratio"], qkv_bias=True, class_token=True,
-                pre_norm=True, fc_norm=False, final_norm=True)
+    return ViTArch(img_size=img["image_size"], patch_size=img["patch_size"], in_chans=in_chans, num_classes=num_classes,
+                   global_pool="token", embed_dim=img["width"], depth=img["layers"] if depth is None else depth,
+                   num_heads=img["heads"], mlp_ratio=img["mlp_ratio"], qkv_bias=True, class_token=True,
+                   pre_norm=True, fc_norm=False, final_norm=True)
 
 
 def image_tower_to_timm(stack: ClipStack, num_classes: int, *, in_chans: int = 1,

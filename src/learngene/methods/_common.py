@@ -8,6 +8,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 
+from ..arch import ViTArch
 from ..errors import ConfigError
 from ..stack import VitStack
 from ..stack.init import blank_stack, materialize
@@ -15,7 +16,7 @@ from ..stack.init import blank_stack, materialize
 Tensors = dict[str, torch.Tensor]
 
 
-def fresh_stack(arch: dict[str, Any]) -> VitStack:
+def fresh_stack(arch: ViTArch) -> VitStack:
     """A canonical stack of ``arch`` with every tensor freshly initialised.
 
     timm's init distributions, each tensor drawn from its own generator seeded from the
@@ -43,24 +44,18 @@ def unpack(prefix: str, tensors: Tensors) -> Tensors:
     return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
 
 
-def _grid(arch: dict[str, Any]) -> tuple[int, int]:
-    img = arch["img_size"] if isinstance(arch["img_size"], (tuple, list)) else (arch["img_size"],) * 2
-    patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
-    return img[0] // patch[0], img[1] // patch[1]
-
-
-def _pos_prefix(arch: dict[str, Any]) -> int:
+def _pos_prefix(arch: ViTArch) -> int:
     # Number of prefix (class) positions inside pos_embed, as timm lays it out.
-    return 0 if arch.get("no_embed_class") or not arch.get("class_token", True) else 1
+    return 0 if arch.no_embed_class or not arch.class_token else 1
 
 
-def _check_stem(stem: Tensors, arch: dict[str, Any]) -> None:
+def _check_stem(stem: Tensors, arch: ViTArch) -> None:
     """The stem's tensors must have the shapes ``arch`` gives them (a stored stem read from a
     file may not: refuse it here rather than fail on an index deep in the fitting)."""
-    d, c = int(arch["embed_dim"]), int(arch["in_chans"])
-    patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
-    gh, gw = _grid(arch)
-    expected = {"patch.weight": (d, c, int(patch[0]), int(patch[1])), "patch.bias": (d,),
+    d, c = arch.embed_dim, arch.in_chans
+    patch = arch.patch_hw
+    gh, gw = arch.grid
+    expected = {"patch.weight": (d, c, patch[0], patch[1]), "patch.bias": (d,),
                 "pos_embed": (1, _pos_prefix(arch) + gh * gw, d), "cls_token": (1, 1, d),
                 "norm_pre.weight": (d,), "norm_pre.bias": (d,)}
     for key, tensor in stem.items():
@@ -71,7 +66,7 @@ def _check_stem(stem: Tensors, arch: dict[str, Any]) -> None:
             raise ConfigError(f"the stem's {key} has dtype {tensor.dtype}; weights must be floating point")
 
 
-def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, Any]) -> Tensors:
+def fit_stem(stem: Tensors, source_arch: ViTArch, target_arch: ViTArch) -> Tensors:
     """Adapt an inherited stem (patch embedding, position embedding, class token) to a new arch.
 
     - different grid (image or patch size keeps the patch size): position embeddings are
@@ -81,26 +76,26 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
     - class token present/absent: its position slot is dropped or added (zeros).
     The width (embed_dim) and patch size must match: a stem can't change them.
     """
-    if int(source_arch["embed_dim"]) != int(target_arch["embed_dim"]):
-        raise ConfigError(f"the inherited stem has width {source_arch['embed_dim']} but the descendant has "
-                          f"{target_arch['embed_dim']}; use a method that selects width (weight-selection) "
+    if source_arch.embed_dim != target_arch.embed_dim:
+        raise ConfigError(f"the inherited stem has width {source_arch.embed_dim} but the descendant has "
+                          f"{target_arch.embed_dim}; use a method that selects width (weight-selection) "
                           "or keep the ancestry's embed_dim")
-    if source_arch["patch_size"] != target_arch["patch_size"]:
-        raise ConfigError(f"the inherited stem has patch size {source_arch['patch_size']}, the descendant "
-                          f"{target_arch['patch_size']}; keep the ancestry's patch_size")
+    if source_arch.patch_size != target_arch.patch_size:
+        raise ConfigError(f"the inherited stem has patch size {source_arch.patch_size}, the descendant "
+                          f"{target_arch.patch_size}; keep the ancestry's patch_size")
     _check_stem(stem, source_arch)
     out: Tensors = {}
     if "patch.weight" in stem:
         weight = stem["patch.weight"]  # [D, C, p, p]
-        if weight.shape[1] != int(target_arch["in_chans"]):
-            weight = adapt_input_conv(int(target_arch["in_chans"]), weight.clone(), base_chans=weight.shape[1])
+        if weight.shape[1] != target_arch.in_chans:
+            weight = adapt_input_conv(target_arch.in_chans, weight.clone(), base_chans=weight.shape[1])
         out["patch.weight"] = weight
     if "patch.bias" in stem:
         out["patch.bias"] = stem["patch.bias"]
     if "pos_embed" in stem:
         pos = stem["pos_embed"]  # [1, prefix + gh*gw, D]
         src_prefix, dst_prefix = _pos_prefix(source_arch), _pos_prefix(target_arch)
-        src_grid, dst_grid = _grid(source_arch), _grid(target_arch)
+        src_grid, dst_grid = source_arch.grid, target_arch.grid
         prefix, grid_tokens = pos[:, :src_prefix], pos[:, src_prefix:]
         if src_grid != dst_grid:
             grid_tokens = resample_abs_pos_embed(grid_tokens, new_size=list(dst_grid), old_size=list(src_grid),
@@ -110,14 +105,14 @@ def fit_stem(stem: Tensors, source_arch: dict[str, Any], target_arch: dict[str, 
         elif dst_prefix < src_prefix:
             prefix = prefix[:, :0]
         out["pos_embed"] = torch.cat([prefix, grid_tokens], dim=1)
-    if "cls_token" in stem and target_arch.get("class_token", True):
+    if "cls_token" in stem and target_arch.class_token:
         out["cls_token"] = stem["cls_token"]
-    if target_arch.get("pre_norm"):  # CLIP-style pre-norm: kept when both have it (else fresh 1 / 0)
+    if target_arch.pre_norm:  # CLIP-style pre-norm: kept when both have it (else fresh 1 / 0)
         out.update({k: stem[k] for k in ("norm_pre.weight", "norm_pre.bias") if k in stem})
     return out
 
 
-def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: dict[str, Any]) -> bool:
+def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: ViTArch) -> bool:
     """Copy the final norm always, and the classifier only if the label space is the ancestry's."""
     for a, b in (("norm.weight", "norm.bias"), ("head.weight", "head.bias")):
         if (a in head) != (b in head):
@@ -125,18 +120,18 @@ def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: dict
             raise ConfigError(f"the stored head has {have} but not {lack}: the learngene is incomplete; re-create it")
     if "norm.weight" in head and "norm.weight" in stack.head:
         stack.head["norm.weight"], stack.head["norm.bias"] = head["norm.weight"], head["norm.bias"]
-    same_labels = int(stack.arch["num_classes"]) == int(ancestry_arch["num_classes"]) and "head.weight" in head
+    same_labels = stack.arch.num_classes == ancestry_arch.num_classes and "head.weight" in head
     if same_labels and "head.weight" in stack.head:
         stack.head["head.weight"], stack.head["head.bias"] = head["head.weight"], head["head.bias"]
         return True
     return False
 
 
-def require_same_width(method: str, arch: dict[str, Any], ancestry_arch: dict[str, Any]) -> None:
+def require_same_width(method: str, arch: ViTArch, ancestry_arch: ViTArch) -> None:
     for key in ("embed_dim", "num_heads", "mlp_ratio"):
-        if float(arch.get(key, 0)) != float(ancestry_arch.get(key, 0)):
+        if float(getattr(arch, key)) != float(getattr(ancestry_arch, key)):
             raise ConfigError(f"{method} inherits whole layers, so the descendant's {key} must be the ancestry's "
-                              f"({ancestry_arch.get(key)}), got {arch.get(key)}; for a narrower descendant use "
+                              f"({getattr(ancestry_arch, key)}), got {getattr(arch, key)}; for a narrower descendant use "
                               "weight-selection")
 
 
@@ -150,7 +145,7 @@ def check_inherited_layers(gene, layers: list[int]) -> None:
         raise ConfigError(f"tensors hold layers {sorted(stored)} but the config lists {layers}")
 
 
-def grow_with_inherited_layers(gene, arch: dict[str, Any], layers: list[int], positions: list[int]):
+def grow_with_inherited_layers(gene, arch: ViTArch, layers: list[int], positions: list[int]):
     """A descendant of ``arch`` whose blocks at ``positions`` are the stored ancestry ``layers``.
 
     Every other block is freshly initialised with timm's distributions (only those: the

@@ -11,13 +11,13 @@ stack) and ``group``. ``fold`` in each method turns one into the plain timm ViT 
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.func import functional_call
 
+from ..arch import ViTArch
 from ..stack import VitStack
 from ..stack.timm_vit import stack_to_state_dict
 
@@ -47,10 +47,10 @@ def strip_parameters(model: nn.Module, *, buffers: bool = True) -> nn.Module:
     return model
 
 
-def parameterless_vit(arch: dict[str, Any]) -> VisionTransformer:
+def parameterless_vit(arch: ViTArch) -> VisionTransformer:
     """A timm VisionTransformer of ``arch`` without parameters (built on the meta device, timm's
     init skipped: even on meta tensors it costs ~0.5 s at DeiT-B)."""
-    return strip_parameters(VisionTransformer(**arch, device="meta", weight_init="skip"))
+    return strip_parameters(VisionTransformer(**arch.timm_kwargs(), device="meta", weight_init="skip"))
 
 
 class ComputedViT(nn.Module):
@@ -61,9 +61,9 @@ class ComputedViT(nn.Module):
     computes them, even under the trainer's bf16 autocast; only the ViT itself runs under it.
     """
 
-    def __init__(self, arch: dict[str, Any], groups: dict[str, Tensors]):
+    def __init__(self, arch: ViTArch, groups: dict[str, Tensors]):
         super().__init__()
-        self.arch = dict(arch)
+        self.arch = arch
         for prefix, tensors in groups.items():
             for name, tensor in sorted(tensors.items()):
                 register_nested(self, f"{prefix}.{name}" if prefix else name, tensor.detach().clone())

@@ -6,8 +6,9 @@ bit-exactly.
 """
 
 from .canonical import BLOCK_KEYS, HEAD_KEYS, STEM_KEYS, VitStack
+from .build import from_stack
 from .init import blank_stack, materialize
-from .timm_vit import from_stack, to_stack, vit_arch
+from .timm_vit import to_stack
 
-__all__ = ["VitStack", "to_stack", "from_stack", "vit_arch", "blank_stack", "materialize",
+__all__ = ["VitStack", "to_stack", "from_stack", "blank_stack", "materialize",
            "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]

@@ -22,9 +22,10 @@ selecting, sharing or mixing heads is indexing along one axis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+
+from ..arch import ViTArch
 
 STEM_KEYS = ("patch.weight", "patch.bias", "pos_embed", "cls_token")
 BLOCK_KEYS = (
@@ -42,7 +43,7 @@ Tensors = dict[str, torch.Tensor]
 
 @dataclass
 class VitStack:
-    """A ViT in canonical form. ``arch`` holds the timm VisionTransformer kwargs.
+    """A ViT in canonical form; ``arch`` is its architecture.
 
     Tensors may alias the source model's parameters (no copy is made by ``to_stack``):
     methods must build new tensors rather than modify these in place, or call ``clone()``.
@@ -51,7 +52,7 @@ class VitStack:
     until they are replaced or ``materialize``d; ``init_seed`` seeds their fresh values.
     """
 
-    arch: dict[str, Any]
+    arch: ViTArch
     stem: Tensors = field(default_factory=dict)
     blocks: list[Tensors] = field(default_factory=list)
     head: Tensors = field(default_factory=dict)
@@ -63,11 +64,11 @@ class VitStack:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.arch["embed_dim"])
+        return self.arch.embed_dim
 
     @property
     def num_heads(self) -> int:
-        return int(self.arch["num_heads"])
+        return self.arch.num_heads
 
     @property
     def head_dim(self) -> int:
@@ -75,11 +76,11 @@ class VitStack:
 
     @property
     def mlp_hidden(self) -> int:
-        return int(self.blocks[0]["fc1.weight"].shape[0]) if self.blocks else int(self.embed_dim * self.arch.get("mlp_ratio", 4.0))
+        return int(self.blocks[0]["fc1.weight"].shape[0]) if self.blocks else self.arch.mlp_hidden
 
     def clone(self) -> "VitStack":
         copy = lambda d: {k: v.detach().clone() for k, v in d.items()}  # noqa: E731
-        return VitStack(dict(self.arch), copy(self.stem), [copy(b) for b in self.blocks], copy(self.head),
+        return VitStack(self.arch, copy(self.stem), [copy(b) for b in self.blocks], copy(self.head),
                         self.init_seed)
 
     def num_parameters(self, part: str = "all") -> int:
@@ -99,8 +100,8 @@ class VitStack:
             "fc1.weight": (F, D), "fc1.bias": (F,), "fc2.weight": (D, F), "fc2.bias": (D,),
             "ls1.gamma": (D,), "ls2.gamma": (D,),
         }
-        if len(self.blocks) != int(self.arch["depth"]):
-            raise ValueError(f"stack has {len(self.blocks)} blocks but arch depth is {self.arch['depth']}")
+        if len(self.blocks) != self.arch.depth:
+            raise ValueError(f"stack has {len(self.blocks)} blocks but arch depth is {self.arch.depth}")
         for i, block in enumerate(self.blocks):
             for key, tensor in block.items():
                 if key not in expected:

@@ -1,8 +1,7 @@
 """Fresh tensors for a ``VitStack`` with timm's init distributions, drawn only where needed.
 
-Growing a descendant used to build a whole timm model (timm's random init on every weight:
-two random draws per weight, ~2 s at DeiT-B on one CPU core) and then overwrite most of
-it with the learngene. Here a stack is first *blank*: every tensor is a meta-device
+Building a whole timm model to overwrite most of it with the learngene would spend timm's
+random init on every weight (~2 s at DeiT-B on one CPU core). Instead a stack is first *blank*: every tensor is a meta-device
 placeholder (a shape and dtype, no memory). The method puts in what the learngene
 provides; ``materialize`` (called by ``from_stack``) initialises only what is left.
 
@@ -41,11 +40,14 @@ import hashlib
 import json
 import math
 from functools import lru_cache
-from typing import Any
 
 import torch
 
+from timm.models.vision_transformer import VisionTransformer
+
+from ..arch import ViTArch, create_vit
 from .canonical import VitStack
+from .timm_vit import state_dict_to_stack, to_stack
 
 # VisionTransformer arguments besides the architecture keys that leave the init alone.
 _INIT_NEUTRAL_KEYS = frozenset({
@@ -63,49 +65,33 @@ TRUNC_BOUND = 2.0
 CLS_TOKEN_STD = 1e-6   # timm: nn.init.normal_(cls_token, std=1e-6)
 
 
-def _arch_key(arch: dict[str, Any]) -> str:
-    return json.dumps(arch, sort_keys=True, default=repr)
-
-
-def has_table_init(arch: dict[str, Any]) -> bool:
+def has_table_init(arch: ViTArch) -> bool:
     """True when timm's init of ``arch`` is exactly the table above (the default init of a
     plain ViT); False for anything else (then use timm's model)."""
-    from ..models import ARCH_KEYS
-
-    unknown = set(arch) - set(ARCH_KEYS) - _INIT_NEUTRAL_KEYS
-    return not unknown
+    return {name for name, _ in arch.extra} <= _INIT_NEUTRAL_KEYS
 
 
 @lru_cache(maxsize=32)
 def _shapes(arch_json: str) -> tuple[dict, list[dict], dict]:
     """{canonical key: (shape, dtype)} of stem, blocks and head, read from a meta-device timm model."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    from .timm_vit import state_dict_to_stack
-
-    arch = json.loads(arch_json)
-    model = VisionTransformer(**arch, device="meta", weight_init="skip")
+    arch = ViTArch.from_dict(json.loads(arch_json))
+    model = VisionTransformer(**arch.timm_kwargs(), device="meta", weight_init="skip")
     stack = state_dict_to_stack(model.state_dict(), arch)
     spec = lambda d: {k: (tuple(t.shape), t.dtype) for k, t in d.items()}  # noqa: E731
     return spec(stack.stem), [spec(b) for b in stack.blocks], spec(stack.head)
 
 
-def blank_stack(arch: dict[str, Any]) -> VitStack:
+def blank_stack(arch: ViTArch) -> VitStack:
     """A stack of ``arch`` whose tensors are meta placeholders (no memory, no random draws yet).
 
     Draws ``init_seed`` from the global torch RNG. Replace placeholders with real tensors
     freely; ``materialize`` (or ``from_stack``) initialises the rest. For an architecture
     without table init (see ``has_table_init``) the stack is timm's own model, initialised.
     """
-    from ..models import create_vit
-    from .timm_vit import to_stack
-
-    arch = dict(arch)
     if not has_table_init(arch):
         return to_stack(create_vit(arch))
     try:
-        arch_json = _arch_key(arch)
-        stem, blocks, head = _shapes(arch_json)
+        stem, blocks, head = _shapes(json.dumps(arch.to_dict(), sort_keys=True, default=repr))
     except TypeError:  # an argument timm does not know: let create_vit raise its ConfigError
         return to_stack(create_vit(arch))
     make = lambda spec: {k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in spec.items()}  # noqa: E731
@@ -119,7 +105,7 @@ def tensor_seed(init_seed: int, name: str) -> int:
     return int.from_bytes(digest, "little") >> 1  # 63 bits
 
 
-def init_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: dict[str, Any],
+def init_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: ViTArch,
                 generator: torch.Generator) -> torch.Tensor:
     """One fresh tensor for canonical ``key`` (a stem, block or head key), by the table above."""
     out = torch.empty(shape, dtype=dtype)
@@ -130,18 +116,17 @@ def init_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: dict
     if key in NORM_WEIGHTS:
         return out.fill_(1.0)
     if key in LAYER_SCALES:
-        return out.fill_(float(arch["init_values"]))
+        return out.fill_(float(arch.init_values))
     if key == "cls_token":
         return out.normal_(0.0, CLS_TOKEN_STD, generator=generator)
     if key in ("patch.weight", "patch.bias"):
-        patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
-        fan_in = int(arch.get("in_chans", 3)) * int(patch[0]) * int(patch[1])
+        fan_in = arch.in_chans * arch.patch_hw[0] * arch.patch_hw[1]
         bound = 1.0 / math.sqrt(fan_in)
         return out.uniform_(-bound, bound, generator=generator)
     raise KeyError(f"no initialisation rule for {key!r}")
 
 
-def _fresh(name: str, key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: dict[str, Any],
+def _fresh(name: str, key: str, shape: tuple[int, ...], dtype: torch.dtype, arch: ViTArch,
            init_seed: int) -> torch.Tensor:
     return init_tensor(key, shape, dtype, arch, torch.Generator().manual_seed(tensor_seed(init_seed, name)))
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from ...artifact import Learngene
+from ...arch import ViTArch, arch_of
+from ...artifact import Artifact
 from ...errors import ConfigError
-from ...stack import to_stack, vit_arch
+from ...stack import to_stack
 from ...train.flops import forward_flops_per_sample
 from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
 from ..heuristic.method import place_layers
@@ -77,9 +78,8 @@ def data_tensors(data: Any, limit: int | None, generator: torch.Generator) -> tu
     return images.float(), labels.long()
 
 
-def _check_input(images: torch.Tensor, arch: dict[str, Any]) -> None:
-    side = arch["img_size"] if isinstance(arch["img_size"], (tuple, list)) else (arch["img_size"],) * 2
-    expected = (int(arch["in_chans"]), int(side[0]), int(side[1]))
+def _check_input(images: torch.Tensor, arch: ViTArch) -> None:
+    expected = (arch.in_chans, *arch.img_hw)
     if tuple(images.shape[1:]) != expected:
         raise ConfigError(f"data images are {tuple(images.shape[1:])} but the ancestry takes {expected}; pass a "
                           "registered dataset name (data='fashion-mnist' is resized for you) or resize your dataset")
@@ -91,7 +91,7 @@ def top_k(scores: torch.Tensor, k: int, *, largest: bool) -> list[int]:
     return sorted(order[:k])
 
 
-def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Learngene:
+def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Artifact:
     if config.layers is not None or config.scores is not None:
         raise ConfigError("auto-learngene fills in `layers` and `scores` itself; to inherit chosen layers use "
                           "method 'heuristic' with layers=[...]")
@@ -109,7 +109,7 @@ def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Learngene:
         if config.k > depth:
             raise ConfigError(f"k={config.k} but the ancestry has only {depth} layers")
         device = _resolve_device(config.device)
-        arch = vit_arch(ancestry)
+        arch = arch_of(ancestry)
         gen = torch.Generator().manual_seed(config.seed)
         limit = config.probe_size if config.criterion == "similarity" else None
         images, labels = data_tensors(data, limit, gen)
@@ -139,37 +139,37 @@ def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Learngene:
     method_config = {**vars(config), "layers": layers,
                      "scores": None if scores is None else [float(s) for s in scores]}
     provenance = {"cost": cost, **({"selection": extra} if extra else {})}
-    return Learngene(method="auto-learngene", config=method_config, tensors=tensors, provenance=provenance)
+    return Artifact(method="auto-learngene", config=method_config, tensors=tensors, provenance=provenance)
 
 
-def inherited_layers(gene: Learngene) -> list[int]:
+def inherited_layers(gene: Artifact) -> list[int]:
     return sorted(int(i) for i in gene.config["layers"])
 
 
-def placement(gene: Learngene) -> str:
+def placement(gene: Artifact) -> str:
     return "first" if gene.config.get("criterion") == "first-half" else "spread"
 
 
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     layers = gene.config.get("layers")
     if not layers:
         raise ConfigError("config lists no inherited layers")
     check_inherited_layers(gene, inherited_layers(gene))
     scores = gene.config.get("scores")
-    depth = int(gene.ancestry_arch["depth"])
+    depth = gene.ancestry_arch.depth
     if scores is not None and len(scores) != depth:
         raise ConfigError(f"config holds {len(scores)} layer scores for an ancestry of {depth} layers")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a = gene.ancestry_arch
-    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a['embed_dim']} and {a['num_heads']} heads "
+    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a.embed_dim} and {a.num_heads} heads "
             f"(inherits layers {inherited_layers(gene)}, chosen by {gene.config.get('criterion')})")
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: ViTArch):
     ancestry = gene.ancestry_arch
     require_same_width("auto-learngene", arch, ancestry)
     layers = inherited_layers(gene)
-    positions = place_layers(layers, placement(gene), int(ancestry["depth"]), int(arch["depth"]))
+    positions = place_layers(layers, placement(gene), ancestry.depth, arch.depth)
     return grow_with_inherited_layers(gene, arch, layers, positions)

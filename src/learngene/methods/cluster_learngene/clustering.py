@@ -99,10 +99,9 @@ def measure(model: nn.Module, stack: VitStack, images: Tensor, *, batch_size: in
     from the images' norm2 outputs, a share from each batch: [n, D] each.
     """
     arch = stack.arch
-    img = arch["img_size"] if isinstance(arch["img_size"], (tuple, list)) else (arch["img_size"],) * 2
-    patch = arch["patch_size"] if isinstance(arch["patch_size"], (tuple, list)) else (arch["patch_size"],) * 2
+    img, patch = arch.img_hw, arch.patch_hw
     grid = (int(img[0]) // int(patch[0]), int(img[1]) // int(patch[1]))
-    prefix = int(getattr(model, "num_prefix_tokens", 1 if arch.get("class_token", True) else 0))
+    prefix = int(getattr(model, "num_prefix_tokens", 1 if arch.class_token else 0))
     device = next(model.parameters()).device
     blocks = [{k: v.to(device) for k, v in b.items()} for b in stack.blocks]
     total = torch.zeros(stack.depth, stack.num_heads, dtype=torch.float64)

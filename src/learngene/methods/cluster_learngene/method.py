@@ -70,10 +70,11 @@ import torch
 from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
-from ...artifact import Learngene
+from ...arch import ViTArch, arch_of
+from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
-from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack, materialize
 from ...train.flops import forward_flops_per_sample
 from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
@@ -93,7 +94,7 @@ MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc
 
 
 # -- extraction ---------------------------------------------------------------------------------
-def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: Any = None) -> Learngene:
+def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: Any = None) -> Artifact:
     """Measure and cluster the ancestry's heads and FFNs on ``data``; store the representatives."""
     if config.has_outputs:
         raise ConfigError("cluster-learngene fills in distances, head_clusters, ffn_groups, ffn_kept and "
@@ -101,7 +102,7 @@ def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: A
     if data is None:
         raise ConfigError("cluster-learngene measures attention distances on images: pass data='fashion-mnist' "
                           "(or --data on the CLI; any dataset at the ancestry's input size)")
-    arch = vit_arch(ancestry)
+    arch = arch_of(ancestry)
     generator = torch.Generator().manual_seed(config.seed)
     images, _ = data_tensors(data, config.sample_size, generator)
     _check_input(images, arch)
@@ -144,7 +145,7 @@ def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: A
         config, distances=_rounded(distances), head_clusters=head_clusters, ffn_groups=ffn_groups,
         ffn_kept=ffn_kept, ffn_similarity=_rounded(similarity)))
     cost = {"samples_seen": samples, "flops": float(forward_flops_per_sample(ancestry, images[:1]) * samples)}
-    return Learngene(method="cluster-learngene", config=method_config, tensors=tensors, provenance={"cost": cost})
+    return Artifact(method="cluster-learngene", config=method_config, tensors=tensors, provenance={"cost": cost})
 
 
 def _rounded(table: torch.Tensor, digits: int = 4) -> list[list[float]]:
@@ -211,26 +212,26 @@ def share_heads(stored: Tensors, cluster_sizes: list[int], fresh: Tensors, share
     return out
 
 
-def _check_compatible(gene: Learngene, arch: dict[str, Any], target: VitStack) -> None:
-    d = int(gene.ancestry_arch["embed_dim"])
-    if int(arch["embed_dim"]) != d:
+def _check_compatible(gene: Artifact, arch: ViTArch, target: VitStack) -> None:
+    d = gene.ancestry_arch.embed_dim
+    if arch.embed_dim != d:
         raise ConfigError(f"cluster-learngene keeps the ancestry's width: embed_dim must be {d}, got "
-                          f"{arch['embed_dim']} (vary depth and num_heads; for a narrower model use weight-selection)")
+                          f"{arch.embed_dim} (vary depth and num_heads; for a narrower model use weight-selection)")
     hidden = gene.tensors[f"ffn.{gene.config['ffn_kept'][0]}.fc1.weight"].shape[0]
     if target.mlp_hidden != hidden:
         raise ConfigError(f"cluster-learngene keeps the ancestry's MLP width {hidden}: mlp_ratio must be "
-                          f"{hidden / d:g}, got {arch.get('mlp_ratio')}")
+                          f"{hidden / d:g}, got {arch.mlp_ratio}")
     stored = set(unpack("layers.0", gene.tensors)) | set(FFN_KEYS)
     if stored != set(target.blocks[0]):
         raise ConfigError(f"the learngene's layers hold {sorted(stored)} but the descendant expects "
                           f"{sorted(target.blocks[0])}: keep the ancestry's qkv_bias and layer-scale (init_values)")
 
 
-def _build(gene: Learngene, arch: dict[str, Any]) -> "ClusterDescendant":
+def _build(gene: Artifact, arch: ViTArch) -> "ClusterDescendant":
     return ClusterDescendant(arch, **_parts(gene, arch))
 
 
-def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
+def _parts(gene: Artifact, arch: ViTArch) -> dict[str, Any]:
     """What a descendant of ``arch`` starts from: each block's attention tensors and norms, the
     kept FFNs (the stored tensors, not copies), which blocks share each, stem and head."""
     cfg = gene.config
@@ -238,8 +239,8 @@ def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
     # drawn fresh, and the blocks too when the descendant's heads are wider (their extra q/v dims).
     target = blank_stack(arch)
     _check_compatible(gene, arch, target)
-    materialize(target, blocks=target.head_dim > int(gene.ancestry_arch["embed_dim"]) // int(gene.ancestry_arch["num_heads"]))
-    sources = source_layers(int(gene.ancestry_arch["depth"]), target.depth, cfg.get("placement", "spread"))
+    materialize(target, blocks=target.head_dim > gene.ancestry_arch.embed_dim // gene.ancestry_arch.num_heads)
+    sources = source_layers(gene.ancestry_arch.depth, target.depth, cfg.get("placement", "spread"))
     blocks = []
     for j, layer in enumerate(sources):
         stored = unpack(f"layers.{layer}", gene.tensors)
@@ -289,7 +290,7 @@ class ClusterDescendant(ComputedViT):
     that ViT.
     """
 
-    def __init__(self, arch: dict[str, Any], *, blocks: list[Tensors], ffns: dict[int, Tensors],
+    def __init__(self, arch: ViTArch, *, blocks: list[Tensors], ffns: dict[int, Tensors],
                  members: dict[int, list[int]], stem: Tensors, head: Tensors):
         groups = {**{f"blocks.{j}": b for j, b in enumerate(blocks)}, **{f"ffn.{l}": f for l, f in ffns.items()},
                   "stem": stem, "head": head}
@@ -299,10 +300,10 @@ class ClusterDescendant(ComputedViT):
 
     def stack(self) -> VitStack:
         """The descendant's canonical stack (differentiable in every parameter)."""
-        blocks = [self.group(f"blocks.{j}") for j in range(int(self.arch["depth"]))]
+        blocks = [self.group(f"blocks.{j}") for j in range(self.arch.depth)]
         ffns = {kept: self.group(f"ffn.{kept}") for kept in self.members}
         add_shared_ffns(blocks, ffns, self.members, self.transforms)
-        return VitStack(arch=dict(self.arch), stem=self.group("stem"), blocks=blocks, head=self.group("head"))
+        return VitStack(arch=self.arch, stem=self.group("stem"), blocks=blocks, head=self.group("head"))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -313,7 +314,7 @@ class ClusterDescendant(ComputedViT):
         return {name for name, _ in self.named_parameters() if name not in decayed}
 
 
-def expand_trainable(gene: Learngene, arch: dict[str, Any]) -> ClusterDescendant:
+def expand_trainable(gene: Artifact, arch: ViTArch) -> ClusterDescendant:
     """The trainable descendant (FFN layer transforms included): train it, then ``fold`` it."""
     return _build(gene, arch)
 
@@ -323,13 +324,13 @@ def fold(descendant: ClusterDescendant) -> VisionTransformer:
     with torch.no_grad():
         stack = descendant.stack()
     detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-    stack = VitStack(arch=dict(stack.arch), stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
+    stack = VitStack(arch=stack.arch, stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
                      head=detach(stack.head))
     model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
     return model.train(descendant.training)
 
 
-def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
+def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:
     """A timm ViT of ``arch``: the descendant with its FFN transforms at their start values, folded.
 
     The same numbers as ``fold(expand_trainable(gene, arch))``, computed straight from the
@@ -342,15 +343,15 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     for kept, layers in parts["members"].items():
         for j in layers:
             parts["blocks"][j].update({key: t.clone() for key, t in parts["ffns"][kept].items()})
-    stack = VitStack(arch=dict(arch), stem=parts["stem"], blocks=parts["blocks"], head=parts["head"])
+    stack = VitStack(arch=arch, stem=parts["stem"], blocks=parts["blocks"], head=parts["head"])
     return from_stack(stack, consume=True, protect=gene.tensors.values())
 
 
 # -- the artifact --------------------------------------------------------------------------------------
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     """The cluster structure in the config and the stored tensors agree with each other and the ancestry."""
     cfg, a = gene.config, gene.ancestry_arch
-    depth, heads, d = int(a["depth"]), int(a["num_heads"]), int(a["embed_dim"])
+    depth, heads, d = a.depth, a.num_heads, a.embed_dim
     clusters, groups, kept = cfg.get("head_clusters"), cfg.get("ffn_groups"), cfg.get("ffn_kept")
     if clusters is None or groups is None or kept is None:
         raise ConfigError("the config must hold the extracted head_clusters, ffn_groups and ffn_kept")
@@ -388,7 +389,7 @@ def validate(gene: Learngene) -> None:
             if tuple(tensor.shape) != shapes.get(key, (d,)):
                 raise ConfigError(f"layers.{layer}.{key} has shape {tuple(tensor.shape)}, "
                                   f"expected {shapes.get(key, (d,))}")
-    hidden = int(d * float(a.get("mlp_ratio", 4.0)))
+    hidden = int(d * a.mlp_ratio)
     for l in kept:
         shapes = {"fc1.weight": (hidden, d), "fc1.bias": (hidden,), "fc2.weight": (d, hidden), "fc2.bias": (d,)}
         stored = unpack(f"ffn.{l}", gene.tensors)
@@ -396,16 +397,16 @@ def validate(gene: Learngene) -> None:
             raise ConfigError(f"ffn.{l} must hold fc1/fc2 of the ancestry's MLP width {hidden}")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a, cfg = gene.ancestry_arch, gene.config
-    d = int(a["embed_dim"])
+    d = a.embed_dim
     reps = [len(c) for c in cfg["head_clusters"]]
-    return (f"any depth >= 1 and num_heads dividing {d} (learngene: {sum(reps)} of {len(reps) * int(a['num_heads'])} "
-            f"heads, {len(cfg['ffn_kept'])} of {len(reps)} FFNs); embed_dim {d} and mlp_ratio {a.get('mlp_ratio')} "
-            f"fixed; head kept when num_classes = {a['num_classes']}\n" + cluster_summary(gene))
+    return (f"any depth >= 1 and num_heads dividing {d} (learngene: {sum(reps)} of {len(reps) * int(a.num_heads)} "
+            f"heads, {len(cfg['ffn_kept'])} of {len(reps)} FFNs); embed_dim {d} and mlp_ratio {a.mlp_ratio} "
+            f"fixed; head kept when num_classes = {a.num_classes}\n" + cluster_summary(gene))
 
 
-def cluster_summary(gene: Learngene) -> str:
+def cluster_summary(gene: Artifact) -> str:
     """Per ancestry layer: the head clusters in priority order (representative first) with
     their mean attention distances, and the FFN group the layer belongs to."""
     cfg = gene.config

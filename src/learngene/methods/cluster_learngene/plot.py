@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 from ..._io import atomic_write
-from ...artifact import Learngene
+from ...artifact import Artifact
 from ...errors import ConfigError
 
 
-def plot_attention_distances(gene: Learngene, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+def plot_attention_distances(gene: Artifact, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     """Write a PNG (atomically) of the learngene's measured mean attention distances per head
     and layer, coloured by cluster; returns the path."""
     if gene.method != "cluster-learngene":

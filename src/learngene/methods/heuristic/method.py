@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...artifact import Learngene
+from ...arch import ViTArch
+from ...artifact import Artifact
 from ...errors import ConfigError
 from ...stack import to_stack
 from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
@@ -63,7 +64,7 @@ def _placement(config: dict[str, Any]) -> str:
     return "spread" if config.get("layers") is not None else config["rule"]
 
 
-def extract(ancestry, config: HeuristicConfig, data=None) -> Learngene:
+def extract(ancestry, config: HeuristicConfig, data=None) -> Artifact:
     stack = to_stack(ancestry)
     layers = select_layers(config, stack.depth)
     tensors = {}
@@ -75,26 +76,26 @@ def extract(ancestry, config: HeuristicConfig, data=None) -> Learngene:
         tensors.update(pack("head", stack.head))
     method_config = {**vars(config), "layers": layers}
     method_config["rule"] = config.rule
-    return Learngene(method="heuristic", config=method_config, tensors=tensors)
+    return Artifact(method="heuristic", config=method_config, tensors=tensors)
 
 
-def inherited_layers(gene: Learngene) -> list[int]:
+def inherited_layers(gene: Artifact) -> list[int]:
     return sorted(int(i) for i in gene.config["layers"])
 
 
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     check_inherited_layers(gene, inherited_layers(gene))
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a = gene.ancestry_arch
-    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a['embed_dim']} and {a['num_heads']} heads "
+    return (f"depth >= {len(inherited_layers(gene))} with embed_dim {a.embed_dim} and {a.num_heads} heads "
             f"(inherits layers {inherited_layers(gene)})")
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: ViTArch):
     ancestry = gene.ancestry_arch
     require_same_width("heuristic", arch, ancestry)
     layers = inherited_layers(gene)
-    positions = place_layers(layers, _placement(gene.config), int(ancestry["depth"]), int(arch["depth"]))
+    positions = place_layers(layers, _placement(gene.config), ancestry.depth, arch.depth)
     return grow_with_inherited_layers(gene, arch, layers, positions)

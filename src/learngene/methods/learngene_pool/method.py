@@ -47,11 +47,11 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ...artifact import Learngene
+from ...arch import arch_of, create_vit
+from ...artifact import Artifact
 from ...errors import ConfigError
-from ...models import create_vit
 from ...registry import config_to_dict
-from ...stack import to_stack, vit_arch
+from ...stack import to_stack
 from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
                        unpack_anchors)
 from .config import LearngenePoolConfig
@@ -82,9 +82,9 @@ def _distil(trainer: PoolStudent, ancestry: VisionTransformer, data: Any, config
             ancestry.to(ancestry_device)
 
 
-def extract(ancestry: VisionTransformer, config: LearngenePoolConfig, data: Any = None) -> Learngene:
+def extract(ancestry: VisionTransformer, config: LearngenePoolConfig, data: Any = None) -> Artifact:
     """Distil the ancestry into the configured students; store them and their mean block maps."""
-    ancestry_arch = vit_arch(ancestry)
+    ancestry_arch = arch_of(ancestry).to_dict()
     if int(ancestry_arch["num_classes"]) < 1:
         raise ConfigError("learngene-pool distils the ancestry's logits, but this ancestry has no classifier")
     if config.epochs > 0 and data is None:
@@ -116,15 +116,15 @@ def extract(ancestry: VisionTransformer, config: LearngenePoolConfig, data: Any 
     provenance = {"cost": {"samples_seen": samples, "flops": flops},
                   "stitch": {"archs": archs, "teacher_width": teacher_width},
                   "learngene_pool": {"distillation": runs}}
-    return Learngene(method=METHOD, config=resolved, tensors={**pack_anchors(STUDENTS, stacks), **maps},
+    return Artifact(method=METHOD, config=resolved, tensors={**pack_anchors(STUDENTS, stacks), **maps},
                      provenance=provenance)
 
 
 # -- the artifact -------------------------------------------------------------------------
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     """Students fit their stored archs, one mean map per student of shape [d_s, D_teacher], nothing else."""
     archs = stored_archs(gene)
-    teacher_width = int(gene.ancestry_arch["embed_dim"])
+    teacher_width = gene.ancestry_arch.embed_dim
     if gene.config.get("widths") != [int(a["embed_dim"]) for a in archs]:
         raise ConfigError(f"config widths {gene.config.get('widths')} differ from the stored students'")
     unpack_anchors(gene.tensors, STUDENTS, archs)
@@ -142,14 +142,14 @@ def validate(gene: Learngene) -> None:
         raise ConfigError(f"unexpected tensor {stray[0]!r}")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     archs = stored_archs(gene)
     return (f"stitched descendants only: {len(archs)} students of depth {archs[0]['depth']}, widths "
             f"{[a['embed_dim'] for a in archs]}; a prefix of a narrower student + Linear + a suffix of a wider one "
             "(learngene.methods.learngene_pool.stitch_supernet(gene))")
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: dict[str, Any]):
     raise ConfigError(
         "learngene-pool grows stitched descendants (two widths joined by a Linear), not a single-shape timm ViT: "
         "build them with learngene.methods.learngene_pool.stitch_supernet(gene, num_classes=K), train that supernet "
@@ -168,7 +168,7 @@ def map_stitch_weight(front_map: torch.Tensor, end_map: torch.Tensor, teacher_wi
     return (end_map @ front_map.T).contiguous()
 
 
-def stitch_supernet(gene: Learngene, *, num_classes: int | None = None, init: str = "maps", init_data: Any = None,
+def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str = "maps", init_data: Any = None,
                     init_samples: int = 128, pairs: str = "all", kernel_size: int = 2, stride: int = 1,
                     seed: int = 0) -> StitchedSupernet:
     """The pool's descendants: a ``StitchedSupernet`` over the students.
@@ -182,7 +182,7 @@ def stitch_supernet(gene: Learngene, *, num_classes: int | None = None, init: st
     supernet = supernet_from_gene(gene, METHOD, STUDENTS, num_classes=num_classes, pairs=pairs,
                                   kernel_size=kernel_size, stride=stride, seed=seed)
     archs = stored_archs(gene)
-    teacher_width = int(gene.ancestry_arch["embed_dim"])
+    teacher_width = gene.ancestry_arch.embed_dim
     maps = [gene.tensors[f"{MAPS}.{s}.block"] for s in range(len(archs))]
     weights = {(f, e): map_stitch_weight(maps[f], maps[e], teacher_width) for f, e in supernet.pairs}
     supernet.init_summary = initialise(supernet, init, init_data=init_data, init_samples=init_samples,

@@ -67,15 +67,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
 
 import scipy.linalg
 import scipy.linalg.blas
 import threadpoolctl
 import torch
 
-from ...artifact import Learngene
-from ...models import create_vit
+from ...arch import ViTArch, create_vit
+from ...artifact import Artifact
 from ...stack import to_stack
 from .._common import Tensors
 from .config import MimeticConfig
@@ -150,15 +149,15 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def extract(ancestry, config: MimeticConfig, data=None) -> Learngene:
-    return Learngene(method="mimetic", config=dict(vars(config)), tensors={})
+def extract(ancestry, config: MimeticConfig, data=None) -> Artifact:
+    return Artifact(method="mimetic", config=dict(vars(config)), tensors={})
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     return "any depth, width and head count (data-free mimetic init, nothing inherited)"
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: ViTArch):
     config = MimeticConfig(**gene.config)
     model = create_vit(arch)  # timm's own init, exactly scratch's for the same seed
     stack = to_stack(model)   # views of the model's parameters: written in place, no second copy

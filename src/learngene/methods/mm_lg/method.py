@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from ...artifact import Learngene, created_now
+from ...arch import ViTArch
+from ...artifact import Artifact, created_now
 from ...clip.model import image_classifier_arch, image_tower_to_timm, load_clip_ancestry
 from ...clip.open_clip_adapter import stack_to_open_clip
 from ...clip.stack import TOWERS, ClipStack, Tower, clip_arch, validate_clip_stack
@@ -94,14 +95,14 @@ def init_tensors(stack: ClipStack, num_layers: int) -> Tensors:
     return tensors
 
 
-def extract_clip(ancestry: Any, config: MmlgConfig | None = None, pairs=None, **options: Any) -> Learngene:
+def extract_clip(ancestry: Any, config: MmlgConfig | None = None, pairs=None, **options: Any) -> Artifact:
     """Condense a CLIP ancestry (model, folder, 'open_clip:...', 'hf:...') on caption pairs."""
     if pairs is None:
         raise ConfigError("mm-lg trains its learngene on image-caption pairs: pass pairs=load_caption_pairs(...)")
     return extract(ancestry, config or MmlgConfig(**options), data=pairs)
 
 
-def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None) -> Learngene:
+def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None) -> Artifact:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         tensors = init_tensors(stack, config.num_layers)
@@ -115,7 +116,7 @@ def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None)
     return gene
 
 
-def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack, cost: dict, num_samples: int) -> Learngene:
+def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack, cost: dict, num_samples: int) -> Artifact:
     from ... import __version__
 
     classifier_arch = {k: v for k, v in image_classifier_arch(stack.arch, 0).items() if k != "pre_norm"}
@@ -127,18 +128,18 @@ def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack
         method: {k: v for k, v in cost.items() if k not in ("samples_seen", "flops")},
         "library": f"learngene-kit {__version__}", "created": created_now(),
     }
-    return Learngene(method=method, config=config, tensors=tensors, provenance=provenance)
+    return Artifact(method=method, config=config, tensors=tensors, provenance=provenance)
 
 
 # -- descendants ---------------------------------------------------------------------------
-def clip_arch_of(gene: Learngene) -> dict[str, Any]:
+def clip_arch_of(gene: Artifact) -> dict[str, Any]:
     try:
         return clip_arch(gene.provenance["ancestry"]["clip_arch"])
     except (KeyError, TypeError):
         raise ConfigError("this learngene has no CLIP architecture in its provenance: it is not an mm-lg one") from None
 
 
-def expand_clip(gene: Learngene, *, image_layers: int | None = None, text_layers: int | None = None,
+def expand_clip(gene: Artifact, *, image_layers: int | None = None, text_layers: int | None = None,
                 library: str | None = "open_clip"):
     """A CLIP descendant: open_clip model (``library='open_clip'``), transformers CLIPModel
     (``'hf'``), or the canonical ClipStack (``None``). Depths default to the ancestry's."""
@@ -161,27 +162,27 @@ def expand_clip(gene: Learngene, *, image_layers: int | None = None, text_layers
     raise ConfigError(f"library must be 'open_clip', 'hf' or None, got {library!r}")
 
 
-def expand_text(gene: Learngene, layers: int) -> Tower:
+def expand_text(gene: Artifact, layers: int) -> Tower:
     """The text tower of ``layers`` blocks (single-modality text encoder, canonical form)."""
     return expand_clip(gene, text_layers=layers, library=None).text
 
 
-def expand(gene: Learngene, arch: dict[str, Any], class_embeddings: torch.Tensor | None = None):
-    """The registry's descendant: the image tower at ``arch['depth']`` as a timm ViT classifier."""
-    if int(arch["num_classes"]) < 1:
+def expand(gene: Artifact, arch: ViTArch, class_embeddings: torch.Tensor | None = None):
+    """The registry's descendant: the image tower at ``arch.depth`` as a timm ViT classifier."""
+    if arch.num_classes < 1:
         raise ConfigError("an mm-lg image classifier needs num_classes >= 1: pass num_classes=")
     ancestry = gene.ancestry_arch
     for key in ("embed_dim", "num_heads", "mlp_ratio", "patch_size", "img_size"):
-        if arch.get(key) != ancestry.get(key):
-            raise ConfigError(f"mm-lg descendants keep the ancestry's {key} ({ancestry.get(key)}), got {arch.get(key)}")
+        if getattr(arch, key) != getattr(ancestry, key):
+            raise ConfigError(f"mm-lg descendants keep the ancestry's {key} ({getattr(ancestry, key)}), got {getattr(arch, key)}")
     tensors = {k: v.detach() for k, v in gene.tensors.items()}
-    image = build_tower(tensors, mmlg_blocks, "image", int(arch["depth"]))  # the image tower alone: no text tower
+    image = build_tower(tensors, mmlg_blocks, "image", arch.depth)  # the image tower alone: no text tower
     stack = ClipStack(clip_arch_of(gene), image, Tower(), tensors["logit_scale"])
-    return image_tower_to_timm(stack, int(arch["num_classes"]), in_chans=int(arch["in_chans"]),
+    return image_tower_to_timm(stack, arch.num_classes, in_chans=arch.in_chans,
                                class_embeddings=class_embeddings, blocks_given=True)
 
 
-def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Learngene:
+def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Artifact:
     """The registry's entry (``learngene.extract("mm-lg", ...)``, ``learngene extract mm-lg``):
     ``ancestry`` is any CLIP source ``load_clip_ancestry`` reads (a folder of ``learngene
     clip-ancestry``, a model, 'open_clip:...', 'hf:...'); ``data`` a dataset name, captioned with
@@ -202,7 +203,7 @@ def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Learngene:
     return _condense_stack(stack, config, pairs, tokenizer)
 
 
-def gene_tokenizer(gene: Learngene):
+def gene_tokenizer(gene: Artifact):
     """The compact tokenizer the learngene's ancestry used (None for a pretrained-vocabulary CLIP)."""
     from ...clip.data import CaptionTokenizer
 
@@ -210,7 +211,7 @@ def gene_tokenizer(gene: Learngene):
     return CaptionTokenizer.from_dict(values) if values else None
 
 
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     arch = clip_arch_of(gene)
     K = int(gene.config.get("num_layers", 0))
     for tower in TOWERS:
@@ -221,7 +222,7 @@ def validate(gene: Learngene) -> None:
                                                                  "text": {**arch["text"], "layers": K}}))
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a = clip_arch_of(gene)
     return (f"CLIP descendants of any tower depths (width {a['image']['width']}, {a['image']['heads']} heads); "
             "image classifiers (timm ViT, pre-norm) and text towers of any depth")

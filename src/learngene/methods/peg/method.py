@@ -75,10 +75,11 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ...artifact import Learngene
+from ...arch import ViTArch, arch_of
+from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
-from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack, materialize
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
 from .._computed import ComputedViT, register_nested
@@ -148,7 +149,7 @@ class PegDescendant(ComputedViT):
     ``arch`` on the result (``torch.func.functional_call``); ``fold`` turns it into that ViT.
     """
 
-    def __init__(self, arch: dict[str, Any], *, layers: Tensors, stem: Tensors, head: Tensors, maps: PegMaps,
+    def __init__(self, arch: ViTArch, *, layers: Tensors, stem: Tensors, head: Tensors, maps: PegMaps,
                  extra: Tensors | None = None):
         super().__init__(arch, {"layers": layers, "stem": stem, "head": head, "extra": extra or {}})
         self.maps = maps
@@ -158,9 +159,9 @@ class PegDescendant(ComputedViT):
 
     def stack(self) -> VitStack:
         """The descendant's canonical stack (differentiable in every parameter)."""
-        head_dim = int(self.arch["embed_dim"]) // int(self.arch["num_heads"])
+        head_dim = self.arch.embed_dim // self.arch.num_heads
         blocks = expand_layers(self.learngene_layers(), self.maps, head_dim, self.group("extra") or None)
-        return VitStack(arch=dict(self.arch), stem=self.group("stem"), blocks=blocks, head=self.group("head"))
+        return VitStack(arch=self.arch, stem=self.group("stem"), blocks=blocks, head=self.group("head"))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -178,7 +179,7 @@ class PegCondenser(PegDescendant):
     one forward per step); eval-mode forwards use the last training epoch's draw.
     """
 
-    def __init__(self, arch: dict[str, Any], *, pool: Tensors, stem: Tensors, head: Tensors, maps: PegMaps,
+    def __init__(self, arch: ViTArch, *, pool: Tensors, stem: Tensors, head: Tensors, maps: PegMaps,
                  learngene_heads: int, distribution: str, resample: str, seed: int, steps_per_epoch: int = 1):
         super().__init__(arch, layers={}, stem=stem, head=head, maps=maps)
         for name, tensor in sorted(pool.items()):
@@ -214,9 +215,9 @@ class PegCondenser(PegDescendant):
 
 
 # -- extraction -------------------------------------------------------------------------------
-def resolve_shape(config: PegConfig, ancestry_arch: dict[str, Any]) -> tuple[int, int]:
+def resolve_shape(config: PegConfig, ancestry_arch: ViTArch) -> tuple[int, int]:
     """(L_b, H_b) for this ancestry: the config's, or the paper's defaults; checked."""
-    l_a, h_a = int(ancestry_arch["depth"]), int(ancestry_arch["num_heads"])
+    l_a, h_a = ancestry_arch.depth, ancestry_arch.num_heads
     l_b = config.learngene_layers or default_learngene_layers(l_a)
     h_b = config.learngene_heads or default_learngene_heads(h_a)
     if l_b > l_a:
@@ -226,13 +227,13 @@ def resolve_shape(config: PegConfig, ancestry_arch: dict[str, Any]) -> tuple[int
     return l_b, h_b
 
 
-def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) -> Learngene:
+def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) -> Artifact:
     """Sample the PEG learngene from ``ancestry`` and condense it by distillation on ``data``."""
     if config.epochs > 0 and data is None:
         raise ConfigError("peg condenses its learngene by distillation and needs data: pass data='fashion-mnist' "
                           "(or epochs=0 for one draw of the mixture without training)")
-    arch = vit_arch(ancestry)
-    if config.epochs > 0 and int(arch["num_classes"]) < 1:
+    arch = arch_of(ancestry)
+    if config.epochs > 0 and arch.num_classes < 1:
         raise ConfigError("peg distils the ancestry's logits, but this ancestry has no classifier (num_classes=0); "
                           "use epochs=0")
     l_b, h_b = resolve_shape(config, arch)
@@ -261,13 +262,13 @@ def extract(ancestry: VisionTransformer, config: PegConfig, data: Any = None) ->
                **pack("head", {k: v.cpu() for k, v in condenser.group("head").items()}),
                **pack("maps", {k: v.cpu() for k, v in condenser.maps.state_dict().items()})}
     provenance["peg"] = {
-        "aux_arch": arch,
+        "aux_arch": arch.to_dict(),
         "matched_layers": matched_layers(stack.depth, l_b),
         "mixture": {"epoch": condenser.epoch if config.resample == "epoch" else 0,
                     "heads": p_head.tolist(), "ffn": p_ffn.tolist()},
         "distillation": summary,
     }
-    return Learngene(method="peg", config=config_to_dict(config), tensors=tensors, provenance=provenance)
+    return Artifact(method="peg", config=config_to_dict(config), tensors=tensors, provenance=provenance)
 
 
 # -- descendants --------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def _stacked_extra(target: VitStack, have: int) -> Tensors:
     return extra
 
 
-def expand_trainable(gene: Learngene, arch: dict[str, Any] | None = None, *, seed: int | None = None,
+def expand_trainable(gene: Artifact, arch: ViTArch | None = None, *, seed: int | None = None,
                      **shape: Any) -> PegDescendant:
     """A trainable PEG descendant: train it with ``learngene.train.fit``, then ``fold`` it.
 
@@ -299,34 +300,34 @@ def expand_trainable(gene: Learngene, arch: dict[str, Any] | None = None, *, see
         return _build(gene, arch)
 
 
-def _build(gene: Learngene, arch: dict[str, Any]) -> PegDescendant:
+def _build(gene: Artifact, arch: ViTArch) -> PegDescendant:
     return PegDescendant(arch, **_parts(gene, arch))
 
 
-def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
+def _parts(gene: Artifact, arch: ViTArch) -> dict[str, Any]:
     """What a descendant of ``arch`` starts from: the learngene's layers (the stored tensors,
     not copies), its maps (condensed or fresh), stem, head and extra head dims."""
     ancestry = gene.ancestry_arch
     layers = unpack("layers", gene.tensors)
     l_b, h_b, hd_b, d = layers["q.weight"].shape
     hidden = layers["fc1.weight"].shape[1]
-    if int(arch["embed_dim"]) != d:
-        raise ConfigError(f"peg keeps the ancestry's width: embed_dim must be {d}, got {arch['embed_dim']} "
+    if arch.embed_dim != d:
+        raise ConfigError(f"peg keeps the ancestry's width: embed_dim must be {d}, got {arch.embed_dim} "
                           "(vary depth and num_heads; for a narrower model use weight-selection)")
     # Placeholders (no memory, no draws): the blocks are built from the learngene; only the stem and
     # head, and the blocks' extra head dims when the descendant's heads are wider, are drawn fresh.
     target = blank_stack(arch)
     if target.mlp_hidden != hidden:
         raise ConfigError(f"peg keeps the ancestry's MLP width {hidden}: mlp_ratio must be {hidden / d:g}, "
-                          f"got {arch.get('mlp_ratio')}")
+                          f"got {arch.mlp_ratio}")
     if set(target.blocks[0]) != set(layers):
         raise ConfigError(f"the learngene's layers hold {sorted(layers)} but the descendant expects "
                           f"{sorted(target.blocks[0])}: keep the ancestry's qkv_bias and layer-scale (init_values)")
     l_d, h_d, hd_d = target.depth, target.num_heads, target.head_dim
     maps = PegMaps(l_b, l_d, h_b, h_d, gene.config.get("map_form", "split"))
     stored = unpack("maps", gene.tensors)
-    if l_d == int(ancestry["depth"]):  # the condensed maps fit: start from them
-        reuse = ("layer_attn.", "layer_ffn.") + (("head_",) if h_d == int(ancestry["num_heads"]) else ())
+    if l_d == ancestry.depth:  # the condensed maps fit: start from them
+        reuse = ("layer_attn.", "layer_ffn.") + (("head_",) if h_d == ancestry.num_heads else ())
         maps.load_state_dict({**maps.state_dict(), **{k: v for k, v in stored.items() if k.startswith(reuse)}})
     materialize(target, blocks=hd_d > hd_b)
     extra = _stacked_extra(target, hd_b) if hd_d > hd_b else None
@@ -339,14 +340,14 @@ def fold(descendant: PegDescendant) -> VisionTransformer:
     """The plain timm VisionTransformer that computes exactly what ``descendant`` computes."""
     with torch.no_grad():
         stack = descendant.stack()
-    stack = VitStack(arch=dict(stack.arch), stem={k: v.detach() for k, v in stack.stem.items()},
+    stack = VitStack(arch=stack.arch, stem={k: v.detach() for k, v in stack.stem.items()},
                      blocks=[{k: v.detach() for k, v in b.items()} for b in stack.blocks],
                      head={k: v.detach() for k, v in stack.head.items()})
     model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
     return model.train(descendant.training)
 
 
-def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
+def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:
     """A timm ViT of ``arch``: the PEG descendant with its maps at their start values, folded.
 
     Start values: the condensed maps when the shape is the auxiliary one, else the
@@ -358,21 +359,21 @@ def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
     uncopied: about one model of memory at the peak.
     """
     parts = _parts(gene, arch)
-    head_dim = int(arch["embed_dim"]) // int(arch["num_heads"])
+    head_dim = arch.embed_dim // arch.num_heads
     with torch.no_grad():
         blocks = expand_layers(parts["layers"], parts["maps"], head_dim, parts["extra"])
-    stack = VitStack(arch=dict(arch), stem=parts["stem"], blocks=blocks, head=parts["head"])
+    stack = VitStack(arch=arch, stem=parts["stem"], blocks=blocks, head=parts["head"])
     return from_stack(stack, consume=True, protect=gene.tensors.values())
 
 
 # -- the artifact --------------------------------------------------------------------------------
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     """Every stored tensor has the shape the config and the ancestry imply."""
     cfg, a = gene.config, gene.ancestry_arch
     l_b, h_b = cfg.get("learngene_layers"), cfg.get("learngene_heads")
     if not isinstance(l_b, int) or not isinstance(h_b, int):
         raise ConfigError("the config must hold the resolved learngene_layers and learngene_heads")
-    d, h_a, l_a = int(a["embed_dim"]), int(a["num_heads"]), int(a["depth"])
+    d, h_a, l_a = a.embed_dim, a.num_heads, a.depth
     hd = d // h_a
     prefixes = {k.split(".", 1)[0] for k in gene.tensors}
     if prefixes - {"layers", "stem", "head", "maps"}:
@@ -391,7 +392,7 @@ def validate(gene: Learngene) -> None:
         want = expected.get(key, (l_b, d))
         if tuple(t.shape) != want:
             raise ConfigError(f"layers.{key} has shape {tuple(t.shape)}, expected {want}")
-    if f != int(d * float(a.get("mlp_ratio", 4.0))):
+    if f != int(d * a.mlp_ratio):
         raise ConfigError(f"the learngene's MLP width {f} is not the ancestry's embed_dim x mlp_ratio")
     for name in ("stem.patch.weight", "stem.pos_embed"):
         if name not in gene.tensors or gene.tensors[name].shape[0 if name.endswith("weight") else -1] != d:
@@ -405,10 +406,10 @@ def validate(gene: Learngene) -> None:
                           f"(map_form={cfg.get('map_form')})")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a, cfg = gene.ancestry_arch, gene.config
-    d = int(a["embed_dim"])
+    d = a.embed_dim
     return (f"any depth >= 1 and num_heads dividing {d} (learngene: {cfg['learngene_layers']} layers x "
-            f"{cfg['learngene_heads']} heads of {d // int(a['num_heads'])}; condensed maps reused at depth "
-            f"{a['depth']}, {a['num_heads']} heads); embed_dim {d} and mlp_ratio {a.get('mlp_ratio')} fixed; "
-            f"head kept when num_classes = {a['num_classes']}")
+            f"{cfg['learngene_heads']} heads of {d // int(a.num_heads)}; condensed maps reused at depth "
+            f"{a.depth}, {a.num_heads} heads); embed_dim {d} and mlp_ratio {a.mlp_ratio} fixed; "
+            f"head kept when num_classes = {a.num_classes}")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from ...artifact import Learngene
-from ...models import create_vit
+from ...arch import ViTArch, create_vit
+from ...artifact import Artifact
 
 
 @dataclass
@@ -14,9 +13,9 @@ class ScratchConfig:
     """No options: nothing is inherited."""
 
 
-def extract(ancestry, config: ScratchConfig, data=None) -> Learngene:
-    return Learngene(method="scratch", config={}, tensors={})
+def extract(ancestry, config: ScratchConfig, data=None) -> Artifact:
+    return Artifact(method="scratch", config={}, tensors={})
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: ViTArch):
     return create_vit(arch)

@@ -22,11 +22,11 @@ from typing import Any, Sequence
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ...artifact import Learngene
+from ...arch import arch_of, create_vit
+from ...artifact import Artifact
 from ...errors import ConfigError
-from ...models import create_vit
 from ...registry import config_to_dict
-from ...stack import to_stack, vit_arch
+from ...stack import to_stack
 from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
                        unpack_anchors)
 from .config import SnNetConfig
@@ -44,14 +44,14 @@ def _train(anchor: VisionTransformer, data: Any, config: SnNetConfig):
     return fit(anchor, data, None, train_config)
 
 
-def _gene(stacks, archs, config: dict[str, Any], provenance: dict[str, Any]) -> Learngene:
-    return Learngene(method=METHOD, config=config, tensors=pack_anchors(ANCHORS, stacks),
+def _gene(stacks, archs, config: dict[str, Any], provenance: dict[str, Any]) -> Artifact:
+    return Artifact(method=METHOD, config=config, tensors=pack_anchors(ANCHORS, stacks),
                      provenance={**provenance, "stitch": {"archs": archs}})
 
 
-def extract(ancestry: VisionTransformer, config: SnNetConfig, data: Any = None) -> Learngene:
+def extract(ancestry: VisionTransformer, config: SnNetConfig, data: Any = None) -> Artifact:
     """Train the anchors from scratch on ``data`` (the ancestry gives only the shape: stem, pooling, classes)."""
-    ancestry_arch = vit_arch(ancestry)
+    ancestry_arch = arch_of(ancestry).to_dict()
     if config.epochs > 0 and data is None:
         raise ConfigError("sn-net trains its anchors on data: pass data='fashion-mnist' (or epochs=0)")
     depth = config.depth if config.depth is not None else int(ancestry_arch["depth"])
@@ -76,7 +76,7 @@ def extract(ancestry: VisionTransformer, config: SnNetConfig, data: Any = None) 
 
 
 def from_anchors(anchors: Sequence[VisionTransformer], *, ancestry_arch: dict[str, Any] | None = None,
-                 source: str = "given") -> Learngene:
+                 source: str = "given") -> Artifact:
     """An sn-net learngene from anchors you already have (narrowest first, one depth and token layout).
 
     ``ancestry_arch`` is recorded as the ancestry (default: the widest anchor's arch).
@@ -84,7 +84,7 @@ def from_anchors(anchors: Sequence[VisionTransformer], *, ancestry_arch: dict[st
     anchors = list(anchors)
     with torch.random.fork_rng(devices=[]):  # building it draws stitching weights; keep the caller's RNG as it was
         StitchedSupernet(anchors)  # the same checks the supernet will make: >= 2, depth, order, layout, classes
-    archs = [vit_arch(a) for a in anchors]
+    archs = [arch_of(a).to_dict() for a in anchors]
     config = config_to_dict(SnNetConfig(widths=[int(a["embed_dim"]) for a in archs],
                                         num_heads=[int(a["num_heads"]) for a in archs],
                                         depth=int(archs[0]["depth"]), epochs=0))
@@ -94,7 +94,7 @@ def from_anchors(anchors: Sequence[VisionTransformer], *, ancestry_arch: dict[st
     return gene
 
 
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     archs = stored_archs(gene)
     if gene.config.get("widths") != [int(a["embed_dim"]) for a in archs]:
         raise ConfigError(f"config widths {gene.config.get('widths')} differ from the stored anchors'")
@@ -104,20 +104,20 @@ def validate(gene: Learngene) -> None:
         raise ConfigError(f"unexpected tensor {stray[0]!r}")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     archs = stored_archs(gene)
     return (f"stitched descendants only: {len(archs)} anchors of depth {archs[0]['depth']}, widths "
             f"{[a['embed_dim'] for a in archs]} (learngene.methods.sn_net.stitch_supernet(gene))")
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: dict[str, Any]):
     raise ConfigError(
         "sn-net grows stitched descendants (two widths joined by a Linear), not a single-shape timm ViT: build them "
         "with learngene.methods.sn_net.stitch_supernet(gene, num_classes=K, init_data=...), train that supernet with "
         "learngene.train.fit, then take any configuration with .export(i) (see benchmarks/pool_vs_snnet.py)")
 
 
-def stitch_supernet(gene: Learngene, *, num_classes: int | None = None, init: str = "least-squares",
+def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str = "least-squares",
                     init_data: Any = None, init_samples: int = 128, pairs: str = "nearest", kernel_size: int = 2,
                     stride: int = 1, seed: int = 0) -> StitchedSupernet:
     """SN-Net's supernet over the stored anchors; ``init`` "least-squares" (needs ``init_data``) or "random"."""

@@ -67,10 +67,11 @@ import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
-from ...artifact import Learngene
+from ...arch import ViTArch, arch_of
+from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
-from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
 from .._computed import ComputedViT
@@ -106,19 +107,19 @@ def linear_expand(theta_a: Tensors, theta_b: Tensors, depth: int) -> list[Tensor
     return blocks
 
 
-def tleg_arch(ancestry_arch: dict[str, Any], depth: int) -> dict[str, Any]:
-    """The timm kwargs of a TLEG model of ``depth`` blocks at the ancestry's width and classes."""
-    return {**ancestry_arch, **TLEG_HEAD, "depth": int(depth)}
+def tleg_arch(ancestry_arch: ViTArch, depth: int) -> ViTArch:
+    """The TLEG model of ``depth`` blocks at the ancestry's width and classes."""
+    return ancestry_arch.replace(**TLEG_HEAD, depth=int(depth))
 
 
-def gene_stack(tensors: Tensors, arch: dict[str, Any]) -> VitStack:
+def gene_stack(tensors: Tensors, arch: ViTArch) -> VitStack:
     """The canonical stack of the TLEG model ``arch`` (its depth picks L) built from learngene tensors."""
-    blocks = linear_expand(unpack("theta_A", tensors), unpack("theta_B", tensors), int(arch["depth"]))
-    return VitStack(arch=dict(arch), stem=unpack("stem", tensors), blocks=blocks, head=unpack("head", tensors))
+    blocks = linear_expand(unpack("theta_A", tensors), unpack("theta_B", tensors), arch.depth)
+    return VitStack(arch=arch, stem=unpack("stem", tensors), blocks=blocks, head=unpack("head", tensors))
 
 
 # -- initialisation -----------------------------------------------------------------------
-def init_tensors(ancestry_arch: dict[str, Any]) -> Tensors:
+def init_tensors(ancestry_arch: ViTArch) -> Tensors:
     """A learngene before training, initialised as the reference does (uses the global torch RNG).
 
     Layout: ``theta_A.<block key>``, ``theta_B.<block key>``, ``stem.patch.weight``,
@@ -135,7 +136,7 @@ def init_tensors(ancestry_arch: dict[str, Any]) -> Tensors:
             a.fill_(1.0)
             b.zero_()
         elif key in LAYER_SCALES:  # not in the reference: start at the ancestry's init_values, slope 0
-            a.fill_(float(ancestry_arch.get("init_values") or 1.0))
+            a.fill_(float(ancestry_arch.init_values or 1.0))
             b.zero_()
         else:  # biases (Linear and LayerNorm)
             a.zero_()
@@ -155,7 +156,7 @@ class TlegAuxiliary(ComputedViT):
     and train/eval mode still apply to it); ``forward`` runs it on the expanded weights.
     """
 
-    def __init__(self, arch: dict[str, Any], tensors: Tensors):
+    def __init__(self, arch: ViTArch, tensors: Tensors):
         super().__init__(arch, {"": tensors})
 
     def learngene_tensors(self) -> Tensors:
@@ -179,13 +180,13 @@ class TlegAuxiliary(ComputedViT):
 
 
 # -- extraction ---------------------------------------------------------------------------
-def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -> Learngene:
+def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -> Artifact:
     """Learn the TLEG learngene by distilling ``ancestry`` into the auxiliary model on ``data``."""
 
     if data is None:
         raise ConfigError("tleg trains its learngene by distillation and needs data: pass data='fashion-mnist'")
-    ancestry_arch = vit_arch(ancestry)
-    if int(ancestry_arch["num_classes"]) < 1:
+    ancestry_arch = arch_of(ancestry)
+    if ancestry_arch.num_classes < 1:
         raise ConfigError("tleg distils the ancestry's logits, but this ancestry has no classifier (num_classes=0)")
     arch = tleg_arch(ancestry_arch, config.aux_depth)
     with torch.random.fork_rng(devices=[]):
@@ -200,13 +201,13 @@ def extract(ancestry: VisionTransformer, config: TlegConfig, data: Any = None) -
     learned = {k: v.detach().cpu().contiguous() for k, v in aux.learngene_tensors().items()}
     provenance = {
         "cost": {"samples_seen": int(result.samples_seen), "flops": float(result.train_flops)},
-        "tleg": {"aux_arch": arch, "distillation": {**summary, "history": result.history}},
+        "tleg": {"aux_arch": arch.to_dict(), "distillation": {**summary, "history": result.history}},
     }
-    return Learngene(method="tleg", config=config_to_dict(config), tensors=learned, provenance=provenance)
+    return Artifact(method="tleg", config=config_to_dict(config), tensors=learned, provenance=provenance)
 
 
 # -- the artifact -------------------------------------------------------------------------
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     """theta_A and theta_B hold the same block tensors, shaped for the ancestry's width."""
     theta_a, theta_b = unpack("theta_A", gene.tensors), unpack("theta_B", gene.tensors)
     if set(theta_a) != set(theta_b):
@@ -225,25 +226,24 @@ def validate(gene: Learngene) -> None:
         raise ConfigError(f"unexpected tensors under {sorted(prefixes - {'theta_A', 'theta_B', 'stem', 'head'})}")
     stack = VitStack(arch=tleg_arch(gene.ancestry_arch, 1), blocks=[theta_a])
     stack.validate()  # ValueError naming the misfit (load turns it into an ArtifactError)
-    d = int(gene.ancestry_arch["embed_dim"])
+    d = gene.ancestry_arch.embed_dim
     if gene.tensors["stem.patch.weight"].shape[0] != d or gene.tensors["stem.pos_embed"].shape[-1] != d:
         raise ConfigError(f"stem width differs from the ancestry's embed_dim {d}")
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     a = gene.ancestry_arch
-    hd = int(a["embed_dim"]) // int(a["num_heads"])
-    return (f"any depth >= 1 (block l of L = theta_A + l/L theta_B); embed_dim <= {a['embed_dim']}, "
-            f"num_heads <= {a['num_heads']}, head_dim <= {hd} (narrower by head-aware selection); "
-            f"avg pooling, no class token; head kept when num_classes = {a['num_classes']}")
+    return (f"any depth >= 1 (block l of L = theta_A + l/L theta_B); embed_dim <= {a.embed_dim}, "
+            f"num_heads <= {a.num_heads}, head_dim <= {a.head_dim} (narrower by head-aware selection); "
+            f"avg pooling, no class token; head kept when num_classes = {a.num_classes}")
 
 
-def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
-    """A timm ViT of ``arch['depth']`` blocks from the learngene (pooling forced to avg, no class token)."""
+def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:
+    """A timm ViT of ``arch.depth`` blocks from the learngene (pooling forced to avg, no class token)."""
     ancestry = gene.ancestry_arch
-    arch = {**arch, **TLEG_HEAD}
+    arch = arch.replace(**TLEG_HEAD)
     target = blank_stack(arch)  # timm-distributed init (by from_stack) for what the learngene does not give
-    source = gene_stack(gene.tensors, tleg_arch(ancestry, int(arch["depth"])))
+    source = gene_stack(gene.tensors, tleg_arch(ancestry, arch.depth))
     if (target.embed_dim, target.num_heads, target.mlp_hidden) != (source.embed_dim, source.num_heads, source.mlp_hidden):
         source = narrow_stack(source, target.embed_dim, target.num_heads, target.mlp_hidden)
     if set(source.blocks[0]) != set(target.blocks[0]):

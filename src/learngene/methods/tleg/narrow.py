@@ -73,5 +73,5 @@ def narrow_stack(stack: VitStack, embed_dim: int, num_heads: int, mlp_hidden: in
         stem[key] = t[res] if key in ("patch.weight", "patch.bias") else t[..., res]  # tokens/pos: [1, T, D]
     head = {key: (t[:, res] if key == "head.weight" else t if key == "head.bias" else t[res])
             for key, t in stack.head.items()}
-    arch = dict(stack.arch, embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_hidden / embed_dim)
+    arch = stack.arch.replace(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_hidden / embed_dim)
     return VitStack(arch=arch, stem=stem, blocks=[block(b) for b in stack.blocks], head=head)

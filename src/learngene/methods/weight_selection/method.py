@@ -63,11 +63,11 @@ Departures from the reference, all at the edges:
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
-from ...artifact import Learngene
+from ...arch import ViTArch
+from ...artifact import Artifact
 from ...errors import ConfigError
 from ...stack import from_stack, to_stack
 from ...stack.init import blank_stack
@@ -104,7 +104,7 @@ def take(t: torch.Tensor, *indices: torch.Tensor | None) -> torch.Tensor:
 # -- extraction ----------------------------------------------------------------------
 
 
-def extract(ancestry, config: WeightSelectionConfig, data=None) -> Learngene:
+def extract(ancestry, config: WeightSelectionConfig, data=None) -> Artifact:
     stack = to_stack(ancestry)
     depth = stack.depth if config.max_depth is None else config.max_depth
     if depth > stack.depth:
@@ -116,14 +116,14 @@ def extract(ancestry, config: WeightSelectionConfig, data=None) -> Learngene:
     head = stack.head if config.keep_head else {k: v for k, v in stack.head.items() if k.startswith("norm.")}
     tensors.update(pack("head", head))
     method_config = {"selection": config.selection, "max_depth": depth, "keep_head": config.keep_head}
-    return Learngene(method="weight-selection", config=method_config, tensors=tensors)
+    return Artifact(method="weight-selection", config=method_config, tensors=tensors)
 
 
-def stored_depth(gene: Learngene) -> int:
+def stored_depth(gene: Artifact) -> int:
     return int(gene.config["max_depth"])
 
 
-def validate(gene: Learngene) -> None:
+def validate(gene: Artifact) -> None:
     depth = stored_depth(gene)
     for i in range(depth):
         if f"blocks.{i}.q.weight" not in gene.tensors:
@@ -135,7 +135,7 @@ def validate(gene: Learngene) -> None:
         raise ConfigError("the stem (patch embedding) is missing")
 
 
-def _ancestry_sizes(gene: Learngene) -> tuple[int, int, int, int]:
+def _ancestry_sizes(gene: Artifact) -> tuple[int, int, int, int]:
     """(D, H, hd, F) of the stored ancestry blocks."""
     q = gene.tensors["blocks.0.q.weight"]  # [H, hd, D]
     H, hd, D = (int(s) for s in q.shape)
@@ -143,7 +143,7 @@ def _ancestry_sizes(gene: Learngene) -> tuple[int, int, int, int]:
     return D, H, hd, F
 
 
-def describe_shapes(gene: Learngene) -> str:
+def describe_shapes(gene: Artifact) -> str:
     D, H, hd, F = _ancestry_sizes(gene)
     if gene.config["selection"] == "head-aware":
         heads = f"num_heads <= {H} with head_dim <= {hd}"
@@ -156,7 +156,7 @@ def describe_shapes(gene: Learngene) -> str:
 # -- expansion -----------------------------------------------------------------------
 
 
-def _check_fits(gene: Learngene, depth: int, d: int, h: int, f: int) -> None:
+def _check_fits(gene: Artifact, depth: int, d: int, h: int, f: int) -> None:
     D, H, hd, F = _ancestry_sizes(gene)
     N = stored_depth(gene)
     axes = [("depth", depth, f"the learngene stores {N} blocks", N,
@@ -209,7 +209,7 @@ def _select_block(src: Tensors, selection: str, e: torch.Tensor, fi: torch.Tenso
     return out
 
 
-def expand(gene: Learngene, arch: dict[str, Any]):
+def expand(gene: Artifact, arch: ViTArch):
     ancestry = gene.ancestry_arch
     selection = gene.config["selection"]
     stack = blank_stack(arch)  # placeholders: from_stack initialises only what is not selected
@@ -235,7 +235,7 @@ def expand(gene: Learngene, arch: dict[str, Any]):
     for key in ("pos_embed", "cls_token"):                                        # [1, T, D], [1, 1, D]
         if key in stem:
             selected_stem[key] = take(stem[key], None, None, e).contiguous()
-    stack.stem.update(fit_stem(selected_stem, {**ancestry, "embed_dim": d}, arch))
+    stack.stem.update(fit_stem(selected_stem, ancestry.replace(embed_dim=d), arch))
 
     head = unpack("head", gene.tensors)
     selected_head: Tensors = {k: take(v, e) for k, v in head.items() if k.startswith("norm.")}
