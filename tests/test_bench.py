@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import learngene
+
 from learngene.bench import RECORD_FIELDS, aggregate, ancestry_key, bench, load_suite, mean_std
 from learngene.bench.suite import find_suite
 from learngene.cli import main
@@ -196,7 +198,7 @@ def test_widths_make_shapes(tmp_path):
     from learngene.bench.suite import suite_shapes
 
     suite = load_suite(str(write_suite(tmp_path / "wide.yaml", widths=[[48, 3], [24, 2]])))
-    arch = {"embed_dim": 48, "num_heads": 3}
+    arch = learngene.ViTArch(embed_dim=48, num_heads=3)
     assert suite_shapes(suite, arch) == [(1, 48, 3), (2, 48, 3), (1, 24, 2), (2, 24, 2)]
     assert suite_shapes(load_suite("smoke"), arch) == [(1, 48, 3), (2, 48, 3)]  # default: the ancestry's width
 
@@ -233,7 +235,7 @@ def test_extract_on_target_and_per_method_finetune_change_only_their_cells(tmp_p
                {"label": "scratch-2x", "method": "scratch", "finetune": {"epochs": 4}},
                {"label": "scratch", "method": "scratch"}]
     suite = load_suite(str(write_suite(tmp_path / "s.yaml", methods=methods, datasets=["digits", "mnist-5k"])))
-    arch = {"embed_dim": 48, "num_heads": 3}
+    arch = learngene.ViTArch(embed_dim=48, num_heads=3)
     cells, _ = plan_cells(suite, "anc", arch, methods=[m["label"] for m in methods],
                           datasets=suite.datasets, seeds=[0])
     genes = {(c.entry.label, c.dataset): c.gene_key for c in cells}
