@@ -11,7 +11,7 @@ budget in samples seen; FLOPs differ with model size and are recorded):
   (heuristic last-3 blocks, TLEG, weight selection head-aware), plus scratch ViTs of the same
   shapes and the ancestry itself (pretrain-finetune, depth 12). Learngenes are reused from
   ``--genes`` (``learngene bench`` writes them there) or extracted once.
-* The paper's baseline at CPU scale: a small VGG-style CNN (``learngene.cnn``) pretrained on
+* The paper's baseline at CPU scale: a small VGG-style CNN (``learngene.bench.attpc_cnn``) pretrained on
   Fashion-MNIST (the source task), then a new head (Dense 256, dropout 0.5) and fine-tuning of
   every layer; and the same CNN from scratch. Departure: the paper's VGG16 (ImageNet, Adam
   lr 1e-5) is too large for this CPU budget; the CNN follows the same recipe as the ViTs.
@@ -116,7 +116,7 @@ def events_per_second(model: torch.nn.Module, images: torch.Tensor, *, batch_siz
 
 
 def evaluate_model(model: torch.nn.Module, clean: Any, noisy: Any) -> dict[str, Any]:
-    from learngene.metrics import classification_report, predict
+    from learngene.train.metrics import classification_report, predict
 
     names = clean.info.class_names
     return {
@@ -184,7 +184,7 @@ def vit_records(args, data, seeds: list[int], depths: list[int], labels: list[st
 
 def pretrained_cnn(args, widths: tuple[int, ...]):
     """A VggSmall trained on Fashion-MNIST (the source task), cached in <out>/cnn-fashion-mnist-<key>."""
-    from learngene.cnn import create_cnn, load_cnn, save_cnn
+    from learngene.bench.attpc_cnn import create_cnn, load_cnn, save_cnn
     from learngene.data import load_dataset
     from learngene.train import TrainConfig, fit
 
@@ -215,7 +215,7 @@ def pretrained_cnn(args, widths: tuple[int, ...]):
 
 def cnn_records(args, data, seeds: list[int], labels: list[str], run_key: dict):
     from learngene._io import atomic_write_json
-    from learngene.cnn import create_cnn
+    from learngene.bench.attpc_cnn import create_cnn
 
     for widths in [tuple(_ints(w)) for w in args.cnn_widths.split("/") if w.strip()]:
         for label in labels:

@@ -37,7 +37,7 @@ from learngene.bench.report import git_commit, machine_info
 from learngene.data import load_dataset
 from learngene.methods import learngene_pool, sn_net
 from learngene.arch import arch_of
-from learngene.stitch import anchor_archs, save_stitched
+from learngene.methods._stitching import anchor_archs, save_stitched
 from learngene.train import TrainConfig, evaluate, fit
 from learngene.train.flops import forward_flops_per_sample
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from learngene.cnn import create_cnn, load_cnn, save_cnn
+from learngene.bench.attpc_cnn import create_cnn, load_cnn, save_cnn
 from learngene.data import FIXED_DATASETS, dataset_info, list_datasets, load_dataset
 from learngene.data import attpc
 from learngene.data.attpc import AttpcConfig, add_noise, junk_event, load_attpc, load_split, render_event
 from learngene.errors import ConfigError, DatasetNotFoundError
-from learngene.metrics import classification_report, confusion_matrix, predict
+from learngene.train.metrics import classification_report, confusion_matrix, predict
 
 
 def _pixel(charge: float, log_max: float = 6.0) -> int:

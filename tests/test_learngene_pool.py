@@ -14,10 +14,10 @@ import learngene
 from learngene import Learngene
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods import sn_net
+from learngene.methods._stitching import (StitchedSupernet, StitchedViT, enumerate_stitches, load_stitched,
+                                          paired_stitching, save_stitched)
 from learngene.methods.learngene_pool import PoolStudent, default_matches, pool_loss, recording, stitch_supernet
 from learngene.methods.learngene_pool.distill import make_extra_loss
-from learngene.stitch import (StitchedSupernet, StitchedViT, enumerate_stitches, load_stitched, paired_stitching,
-                              save_stitched)
 from learngene.train import TrainConfig, fit
 from learngene.train.distill import train_loss
 from learngene.train.flops import forward_flops_per_sample

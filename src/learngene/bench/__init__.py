@@ -17,7 +17,8 @@ Suites are YAML files in benchmarks/suites/ (mini.yaml shows every key). The cac
     runs/bench/<suite>/cells/<key>.json          one record per cell (trained, or skipped with a reason)
 
 Modules: suite (suite files, keys, the cell grid), run (ancestry, learngenes, cells),
-report (records, summary, JSON/markdown/plots).
+report (records, summary, JSON/markdown/plots); attpc_cnn (the CNN baseline of
+``benchmarks/attpc.py``).
 """
 
 from .report import PER_SHAPE_METHODS, RECORD_FIELDS, aggregate, machine_info, mean_std

@@ -6,7 +6,8 @@ descendants, and distillation into auxiliary models.
 
 Modules: config (TrainConfig, TrainResult), loop (fit, evaluate), optim (AdamW groups,
 lr schedule), distill (CE + DeiT KD losses), data (data order, sharding, batches),
-checkpoint (safe checkpoints), distributed (torchrun/DDP), flops (cost estimate).
+checkpoint (safe checkpoints), distributed (torchrun/DDP), flops (cost estimate), metrics
+(predict, per-class precision/recall/F1 and confusion matrix).
 """
 
 from learngene.train.config import TrainConfig, TrainResult

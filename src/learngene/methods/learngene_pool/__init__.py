@@ -4,10 +4,12 @@ The ancestry is distilled into 2-3 small students of different widths (CE + KD +
 attention MSE through learnable teacher->student maps); the pool stores the students and
 their mean maps as one learngene. Descendants are SN-Net-style stitches of a narrower
 student's prefix and a wider one's suffix (``stitch_supernet``), with stitching layers
-initialised from the maps. See ``method.py`` for the details and every departure.
+initialised from the maps; ``export(i)`` gives one as a ``StitchedViT`` (``save_stitched`` /
+``load_stitched``). See ``method.py`` for the details and every departure.
 """
 
 from ...registry import MethodSpec, register_method
+from .._stitching import StitchedSupernet, StitchedViT, load_stitched, save_stitched
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, default_matches, pool_loss, recording
 from .method import describe_shapes, expand, extract, map_stitch_weight, stitch_supernet, validate
@@ -19,5 +21,5 @@ register_method(MethodSpec(
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
 ))
 
-__all__ = ["LearngenePoolConfig", "PoolStudent", "default_matches", "map_stitch_weight", "pool_loss", "recording",
-           "stitch_supernet"]
+__all__ = ["LearngenePoolConfig", "PoolStudent", "StitchedSupernet", "StitchedViT", "default_matches", "load_stitched",
+           "map_stitch_weight", "pool_loss", "recording", "save_stitched", "stitch_supernet"]

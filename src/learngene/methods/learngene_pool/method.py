@@ -13,9 +13,9 @@ configured). The artifact stores, as one learngene:
     the maps' biases only serve the distillation and are not stored.
 
 Stage 2, descendants. ``stitch_supernet(gene)`` builds the SN-Net-style supernet over the
-students (``learngene.stitch``): each student alone, and prefix of a narrower student +
-stitching ``Linear`` + suffix of a wider one at every sliding-window position (kernel 2,
-stride 1); training samples one configuration per step; ``export(i)`` gives any
+students (``learngene.methods._stitching``): each student alone, and prefix of a narrower
+student + stitching ``Linear`` + suffix of a wider one at every sliding-window position
+(kernel 2, stride 1); training samples one configuration per step; ``export(i)`` gives any
 configuration as a standalone ``StitchedViT``. Stitching layers start from the maps (the
 paper's way: the transpose of the mean map, ``init="maps"``), from least squares on a few
 images (SN-Net's, ``init="least-squares"``), or random. ``expand`` (one timm ViT of one shape)
@@ -52,8 +52,8 @@ from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import to_stack
-from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
-                       unpack_anchors)
+from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
+                          unpack_anchors)
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, check_matches, default_matches, make_extra_loss, recording
 
@@ -179,9 +179,12 @@ def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str
     per-step configuration draws. Train it with ``learngene.train.fit``; ``select(i)`` +
     evaluate, or ``export(i)`` for a standalone model.
     """
-    supernet = supernet_from_gene(gene, METHOD, STUDENTS, num_classes=num_classes, pairs=pairs,
-                                  kernel_size=kernel_size, stride=stride, seed=seed)
+    if not isinstance(gene, Artifact) or gene.method != METHOD:
+        raise ConfigError(f"stitch_supernet takes a {METHOD} learngene, got "
+                          f"{getattr(gene, 'method', type(gene).__name__)!r}")
     archs = stored_archs(gene)
+    supernet = build_supernet(unpack_anchors(gene.tensors, STUDENTS, archs), num_classes=num_classes, pairs=pairs,
+                              kernel_size=kernel_size, stride=stride, seed=seed)
     teacher_width = gene.ancestry_arch.embed_dim
     maps = [gene.tensors[f"{MAPS}.{s}.block"] for s in range(len(archs))]
     weights = {(f, e): map_stitch_weight(maps[f], maps[e], teacher_width) for f, e in supernet.pairs}

@@ -4,6 +4,7 @@ anchors, stored whole, with least-squares stitching layers. See ``method.py``.
 """
 
 from ...registry import MethodSpec, register_method
+from .._stitching import StitchedSupernet, StitchedViT, load_stitched, save_stitched
 from .config import SnNetConfig
 from .method import describe_shapes, expand, extract, from_anchors, stitch_supernet, validate
 
@@ -14,4 +15,5 @@ register_method(MethodSpec(
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
 ))
 
-__all__ = ["SnNetConfig", "from_anchors", "stitch_supernet"]
+__all__ = ["SnNetConfig", "StitchedSupernet", "StitchedViT", "from_anchors", "load_stitched", "save_stitched",
+           "stitch_supernet"]

@@ -4,15 +4,15 @@ baseline of Learngene Pool.
 The learngene stores the anchors whole (``anchors.<a>.stem.*``, ``anchors.<a>.blocks.<i>.*``,
 ``anchors.<a>.head.*``). Here the anchors are small ViTs trained independently from scratch on
 ``data`` (plain cross-entropy, no distillation), or given (``from_anchors``). Descendants are the
-same stitched configurations as Learngene Pool's (``learngene.stitch``): each anchor alone, and
-a narrower anchor's prefix + ``Linear`` + a wider anchor's suffix at every sliding-window
-position (kernel 2, stride 1), stitching layers initialised by least squares on a few images
-(about 100 in SN-Net; ``init_samples``), one random configuration trained per step.
+same stitched configurations as Learngene Pool's (``learngene.methods._stitching``): each
+anchor alone, and a narrower anchor's prefix + ``Linear`` + a wider anchor's suffix at every
+sliding-window position (kernel 2, stride 1), stitching layers initialised by least squares on
+a few images (about 100 in SN-Net; ``init_samples``), one random configuration trained per step.
 
 Departures: SN-Net stitches pre-trained DeiT-Ti/S/B; this library has none, so anchors are
 trained here (the recipe is learngene.train's). For k = 0 the least-squares target is the
 end anchor's embedded tokens (SN-Net's code indexes the last block's output there; see
-``learngene.stitch``). ``expand`` (one timm ViT) does not apply and raises a ConfigError.
+``_stitching/init.py``). ``expand`` (one timm ViT) does not apply and raises a ConfigError.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import to_stack
-from ...stitch import (StitchedSupernet, anchor_archs, initialise, pack_anchors, stored_archs, supernet_from_gene,
-                       unpack_anchors)
+from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
+                          unpack_anchors)
 from .config import SnNetConfig
 
 METHOD = "sn-net"
@@ -121,7 +121,10 @@ def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str
                     init_data: Any = None, init_samples: int = 128, pairs: str = "nearest", kernel_size: int = 2,
                     stride: int = 1, seed: int = 0) -> StitchedSupernet:
     """SN-Net's supernet over the stored anchors; ``init`` "least-squares" (needs ``init_data``) or "random"."""
-    supernet = supernet_from_gene(gene, METHOD, ANCHORS, num_classes=num_classes, pairs=pairs,
-                                  kernel_size=kernel_size, stride=stride, seed=seed)
+    if not isinstance(gene, Artifact) or gene.method != METHOD:
+        raise ConfigError(f"stitch_supernet takes a {METHOD} learngene, got "
+                          f"{getattr(gene, 'method', type(gene).__name__)!r}")
+    supernet = build_supernet(unpack_anchors(gene.tensors, ANCHORS, stored_archs(gene)), num_classes=num_classes,
+                              pairs=pairs, kernel_size=kernel_size, stride=stride, seed=seed)
     supernet.init_summary = initialise(supernet, init, init_data=init_data, init_samples=init_samples, seed=seed)
     return supernet

@@ -1,4 +1,5 @@
-"""A small VGG-style CNN: the AT-TPC paper's transfer-learning baseline, scaled to a CPU.
+"""A small VGG-style CNN: the AT-TPC paper's transfer-learning baseline, scaled to a CPU
+(``benchmarks/attpc.py``).
 
 Kuchera et al. (NIM A 2019) fine-tuned VGG16 pretrained on ImageNet with a new head
 (Flatten -> Dense 256 + ReLU -> Dropout 0.5 -> softmax), Adam lr 1e-5, 10 epochs, batch 32.

@@ -1,6 +1,6 @@
 """Classification report as physicists read it: per-class precision, recall, F1, confusion matrix.
 
-    from learngene.metrics import predict, classification_report
+    from learngene.train.metrics import predict, classification_report
     predictions = predict(model, test_ds.images)                      # int64 [N]
     report = classification_report(test_ds.labels, predictions, test_ds.info.class_names)
     report["per_class"]["proton"]["recall"], report["confusion"]        # rows = true, cols = predicted
