@@ -28,7 +28,7 @@ from ...errors import ConfigError
 from ...stack import to_stack, vit_arch
 from ...train.flops import forward_flops_per_sample
 from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
-from ..heuristic.method import place_layers
+from .._indices import place_layers
 from .config import AutoLearngeneConfig
 from .scores import gradient_scores, layer_scores
 

@@ -80,7 +80,7 @@ from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
 from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
 from ..peg.maps import _mlp, _set_split, along, along_layers
 from .._computed import ComputedViT
-from ..weight_selection.method import uniform_indices
+from .._indices import uniform_indices
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
 from .config import ClusterLearngeneConfig
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..weight_selection.method import uniform_indices
+from .._indices import uniform_indices
 
 Tensors = dict[str, torch.Tensor]
 

@@ -82,7 +82,7 @@ from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.init import blank_stack, materialize
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
 from .._computed import ComputedViT, register_nested
-from ..weight_selection.method import uniform_indices
+from .._indices import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
 from .maps import DIM_AXIS, HEAD_AXIS, PegMaps, expand_layers
 
