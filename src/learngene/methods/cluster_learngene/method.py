@@ -78,9 +78,9 @@ from ...stack.init import blank_stack, materialize
 from ...train.flops import forward_flops_per_sample
 from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
 from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
-from ..peg.maps import _mlp, _set_split, along, along_layers
 from .._computed import ComputedViT
 from .._indices import uniform_indices
+from .._weight_maps import along, along_layers, mlp_map, set_split
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
 from .config import ClusterLearngeneConfig
 
@@ -261,8 +261,8 @@ def start_transforms(members: dict[int, list[int]]) -> nn.ModuleDict:
     """One FFN transform (1 -> n layers) per kept FFN, each starting as an exact copy."""
     transforms = nn.ModuleDict()
     for kept, layers in members.items():
-        transform = _mlp(1, len(layers), "split")
-        _set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
+        transform = mlp_map(1, len(layers), "split")
+        set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
         transforms[str(kept)] = transform
     return transforms
 
