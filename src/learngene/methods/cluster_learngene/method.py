@@ -71,13 +71,14 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from ...artifact import Learngene
+from ...data.tensors import sample_tensors
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.init import blank_stack, materialize
+from ...train.distributed import resolve_device
 from ...train.flops import forward_flops_per_sample
-from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
-from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
+from .._common import check_images_fit, copy_head_if_same_labels, fit_stem, pack, unpack
 from .._computed import ComputedViT
 from .._indices import uniform_indices
 from .._weight_maps import along, along_layers, mlp_map, set_split
@@ -103,10 +104,10 @@ def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: A
                           "(or --data on the CLI; any dataset at the ancestry's input size)")
     arch = vit_arch(ancestry)
     generator = torch.Generator().manual_seed(config.seed)
-    images, _ = data_tensors(data, config.sample_size, generator)
-    _check_input(images, arch)
+    images, _ = sample_tensors(data, config.sample_size, generator, who="cluster-learngene")
+    check_images_fit(images, arch)
     stack = to_stack(ancestry).clone()  # own copies: the ancestry is never modified
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device, field="cluster-learngene device")
     model_device = next(ancestry.parameters()).device
     try:
         ancestry.to(device)
