@@ -11,17 +11,31 @@ stack) and ``group``. ``fold`` in each method turns one into the plain timm ViT 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.func import functional_call
 
-from ..stack import VitStack
+from ..stack import BLOCK_MATRICES, VitStack
 from ..stack.timm_vit import stack_to_state_dict
 
 Tensors = dict[str, torch.Tensor]
+
+
+def decay_matrices_only(module: nn.Module, block_groups: Iterable[str]) -> set[str]:
+    """``no_weight_decay()`` of a module that holds canonical ViT tensors: every parameter but the
+    weight matrices, which are ``<group>.<key>`` for each group in ``block_groups`` and key in
+    ``BLOCK_MATRICES``, plus ``stem.patch.weight`` and ``head.head.weight``.
+
+    That is timm's rule for the ViT the module computes (Linear/conv weights decay). Needed because
+    canonical q/k/v biases are 2-D ([H, hd]), which the trainer's ``ndim <= 1`` rule alone would
+    decay; and maps or transforms over weights re-parameterise weights, so they never decay.
+    """
+    decayed = {f"{group}.{key}" for group in block_groups for key in BLOCK_MATRICES}
+    decayed |= {"stem.patch.weight", "head.head.weight"}
+    return {name for name, _ in module.named_parameters() if name not in decayed}
 
 
 def register_nested(root: nn.Module, name: str, tensor: torch.Tensor) -> None:

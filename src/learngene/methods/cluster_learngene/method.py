@@ -79,7 +79,7 @@ from ...stack.init import blank_stack, materialize
 from ...train.distributed import resolve_device
 from ...train.flops import forward_flops_per_sample
 from .._common import check_images_fit, copy_head_if_same_labels, fit_stem, pack, unpack
-from .._computed import ComputedViT
+from .._computed import ComputedViT, decay_matrices_only
 from .._indices import uniform_indices
 from .._weight_maps import along, along_layers, mlp_map, set_split
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
@@ -90,7 +90,6 @@ Tensors = dict[str, torch.Tensor]
 HEAD_KEYS = ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias")  # head axis 0, dim axis 1
 LAYER_KEYS = ("norm1.weight", "norm1.bias", "proj.bias", "norm2.weight", "norm2.bias", "ls1.gamma", "ls2.gamma")
 FFN_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")  # weight-decayed
 
 
 # -- extraction ---------------------------------------------------------------------------------
@@ -308,10 +307,8 @@ class ClusterDescendant(ComputedViT):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Decay only weight matrices (timm's rule for the ViT); never the transforms."""
-        decayed = {name for name, _ in self.named_parameters()
-                   if name.startswith(("blocks.", "ffn.")) and name.endswith(MATRICES)}
-        decayed |= {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        groups = [f"blocks.{j}" for j in range(int(self.arch["depth"]))] + [f"ffn.{kept}" for kept in self.members]
+        return decay_matrices_only(self, groups)
 
 
 def expand_trainable(gene: Learngene, arch: dict[str, Any]) -> ClusterDescendant:

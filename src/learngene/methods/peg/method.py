@@ -81,7 +81,7 @@ from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.init import blank_stack, materialize
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
-from .._computed import ComputedViT, register_nested
+from .._computed import ComputedViT, decay_matrices_only, register_nested
 from .._indices import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
 from .maps import DIM_AXIS, HEAD_AXIS, PegMaps, expand_layers
@@ -90,7 +90,6 @@ Tensors = dict[str, torch.Tensor]
 
 FFN_MIXED = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")   # mixed across all L_a layers
 HEAD_MIXED = tuple(HEAD_AXIS)                                       # q/k/v weights and biases, proj.weight
-MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")  # weight-decayed
 
 
 # -- sampling the learngene -----------------------------------------------------------------
@@ -165,9 +164,7 @@ class PegDescendant(ComputedViT):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Decay only weight matrices (as timm's rule gives the ViT); never the maps."""
-        decayed = {f"{g}.{k}" for g in ("layers", "extra", "pool") for k in MATRICES}
-        decayed |= {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        return decay_matrices_only(self, ("layers", "extra", "pool"))
 
 
 class PegCondenser(PegDescendant):

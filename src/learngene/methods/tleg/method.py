@@ -70,18 +70,17 @@ from timm.models.vision_transformer import VisionTransformer
 from ...artifact import Learngene
 from ...errors import ConfigError
 from ...registry import config_to_dict
-from ...stack import VitStack, from_stack, to_stack, vit_arch
+from ...stack import BLOCK_MATRICES, VitStack, from_stack, to_stack, vit_arch
 from ...stack.init import blank_stack
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
-from .._computed import ComputedViT
+from .._computed import ComputedViT, decay_matrices_only
 from .._linear_expand import linear_expand
 from .config import TlegConfig
 from .narrow import narrow_stack
 
 Tensors = dict[str, torch.Tensor]
 
-# Block tensors by kind, for the reference's initialisation.
-LINEAR_WEIGHTS = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")
+# Block tensors by kind, for the reference's initialisation (weight matrices: BLOCK_MATRICES).
 NORM_WEIGHTS = ("norm1.weight", "norm2.weight")
 LAYER_SCALES = ("ls1.gamma", "ls2.gamma")
 # What TLEG forces on every model it builds (auxiliary and descendants).
@@ -110,7 +109,7 @@ def init_tensors(ancestry_arch: dict[str, Any]) -> Tensors:
     theta_a, theta_b = {}, {}
     for key, t in template.blocks[0].items():
         a, b = torch.empty_like(t), torch.empty_like(t)
-        if key in LINEAR_WEIGHTS:
+        if key in BLOCK_MATRICES:
             trunc_normal_(a, std=0.02)
             trunc_normal_(b, std=0.02)
         elif key in NORM_WEIGHTS:
@@ -156,8 +155,7 @@ class TlegAuxiliary(ComputedViT):
         Needed because canonical q/k/v biases are 2-D ([H, hd]), which the trainer's
         ``ndim <= 1`` rule alone would decay; in timm (and the reference) they are 1-D.
         """
-        decayed = {f"theta_{w}.{k}" for w in "AB" for k in LINEAR_WEIGHTS} | {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        return decay_matrices_only(self, ("theta_A", "theta_B"))
 
 
 # -- extraction ---------------------------------------------------------------------------
