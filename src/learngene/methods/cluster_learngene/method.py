@@ -79,7 +79,7 @@ from ...stack.init import blank_stack, materialize
 from ...train.distributed import resolve_device
 from ...train.flops import forward_flops_per_sample
 from .._common import check_images_fit, copy_head_if_same_labels, fit_stem, pack, unpack
-from .._computed import ComputedViT, decay_matrices_only
+from .._computed import ComputedViT, decay_matrices_only, fold_computed
 from .._indices import uniform_indices
 from .._weight_maps import along, along_layers, mlp_map, set_split
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
@@ -318,13 +318,7 @@ def expand_trainable(gene: Learngene, arch: dict[str, Any]) -> ClusterDescendant
 
 def fold(descendant: ClusterDescendant) -> VisionTransformer:
     """The plain timm VisionTransformer that computes exactly what ``descendant`` computes."""
-    with torch.no_grad():
-        stack = descendant.stack()
-    detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-    stack = VitStack(arch=dict(stack.arch), stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
-                     head=detach(stack.head))
-    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
-    return model.train(descendant.training)
+    return fold_computed(descendant)
 
 
 def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:

@@ -81,7 +81,7 @@ from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack, vit_arch
 from ...stack.init import blank_stack, materialize
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
-from .._computed import ComputedViT, decay_matrices_only, register_nested
+from .._computed import ComputedViT, decay_matrices_only, fold_computed, register_nested
 from .._indices import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
 from .maps import DIM_AXIS, HEAD_AXIS, PegMaps, expand_layers
@@ -334,13 +334,7 @@ def _parts(gene: Learngene, arch: dict[str, Any]) -> dict[str, Any]:
 
 def fold(descendant: PegDescendant) -> VisionTransformer:
     """The plain timm VisionTransformer that computes exactly what ``descendant`` computes."""
-    with torch.no_grad():
-        stack = descendant.stack()
-    stack = VitStack(arch=dict(stack.arch), stem={k: v.detach() for k, v in stack.stem.items()},
-                     blocks=[{k: v.detach() for k, v in b.items()} for b in stack.blocks],
-                     head={k: v.detach() for k, v in stack.head.items()})
-    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
-    return model.train(descendant.training)
+    return fold_computed(descendant)
 
 
 def expand(gene: Learngene, arch: dict[str, Any]) -> VisionTransformer:
