@@ -12,7 +12,7 @@ the extraction cost (samples seen, FLOPs: forward only for similarity, 3 x forwa
 the gradient stream).
 
 Expansion is heuristic's: "first-half" puts the blocks at positions 0 .. k-1, the other
-criteria spread them by relative depth (``heuristic.method.place_layers``); every other
+criteria spread them by relative depth (``methods._indices.place_layers``); every other
 layer gets timm's random initialisation, and the descendant is a plain timm ViT.
 """
 
