@@ -5,9 +5,9 @@ and never see a model family's key names; adapters (here: timm ViT) convert both
 bit-exactly.
 """
 
-from .canonical import BLOCK_KEYS, HEAD_KEYS, STEM_KEYS, VitStack
+from .canonical import BLOCK_KEYS, BLOCK_MATRICES, HEAD_KEYS, STEM_KEYS, VitStack
 from .init import blank_stack, materialize
 from .timm_vit import from_stack, to_stack, vit_arch
 
 __all__ = ["VitStack", "to_stack", "from_stack", "vit_arch", "blank_stack", "materialize",
-           "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]
+           "BLOCK_KEYS", "BLOCK_MATRICES", "STEM_KEYS", "HEAD_KEYS"]
