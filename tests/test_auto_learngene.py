@@ -15,7 +15,7 @@ import learngene.methods.auto_learngene  # noqa: F401  (registers the method)
 from learngene.errors import ConfigError
 from learngene.methods.auto_learngene import AutoLearngeneConfig, layer_scores, linear_cka
 from learngene.methods.auto_learngene import method as auto
-from learngene.methods.heuristic.method import place_layers
+from learngene.methods._indices import place_layers
 from learngene.stack import from_stack, to_stack
 
 from conftest import tiny_vit

@@ -97,7 +97,7 @@ def test_heuristic_descendant_carries_inherited_tensors_unchanged(ancestry):
 
 
 def test_heuristic_spread_places_layers_by_relative_depth(ancestry):
-    from learngene.methods.heuristic.method import place_layers
+    from learngene.methods._indices import place_layers
 
     assert place_layers([0, 5, 11], "spread", 12, 12) == [0, 5, 11]
     assert place_layers([0, 5, 11], "spread", 12, 6) == [0, 2, 5]

@@ -341,9 +341,9 @@ def test_expand_is_fold_of_the_trainable_descendant_bit_for_bit(drawn, shape, mo
     it must give exactly the weights of folding the trainable descendant, and the descendant's
     forward (autograd on) must compute the folded model's output. Chunks of 5 elements make
     every map run in many chunks."""
-    import learngene.methods.peg.maps as peg_maps
+    import learngene.methods._weight_maps as weight_maps
 
-    monkeypatch.setattr(peg_maps, "FOLD_CHUNK", 5)
+    monkeypatch.setattr(weight_maps, "FOLD_CHUNK", 5)
     trainable = expand_trainable(drawn, seed=3, **shape).eval()
     want = fold(trainable).state_dict()
     got = drawn.expand(seed=3, **shape).state_dict()
@@ -357,7 +357,7 @@ def test_expand_is_fold_of_the_trainable_descendant_bit_for_bit(drawn, shape, mo
 def test_maps_act_on_every_vector_along_the_axis():
     """`along` is the map (Linear -> ReLU -> Linear) applied to each vector along the axis, in
     chunks, the same numbers with autograd and without; random maps, so the ReLU bites."""
-    import learngene.methods.peg.maps as peg_maps
+    import learngene.methods._weight_maps as weight_maps
 
     torch.manual_seed(0)
     maps = PegMaps(3, 5, 2, 4, "paper")
@@ -365,24 +365,24 @@ def test_maps_act_on_every_vector_along_the_axis():
     for seq, axis, size in ((maps.layer_ffn, 0, 5), (maps.head_qk[1], 2, 4)):
         reference = seq(x.movedim(axis, -1)).movedim(-1, axis)  # nn.Linear on each vector
         for chunk in (1, 4, 1000):
-            peg_maps.FOLD_CHUNK, saved = chunk, peg_maps.FOLD_CHUNK
+            weight_maps.FOLD_CHUNK, saved = chunk, weight_maps.FOLD_CHUNK
             try:
                 with torch.enable_grad():
-                    tracked = peg_maps.along(seq, x, axis)
+                    tracked = weight_maps.along(seq, x, axis)
                 with torch.no_grad():
-                    folded = peg_maps.along(seq, x, axis)
+                    folded = weight_maps.along(seq, x, axis)
             finally:
-                peg_maps.FOLD_CHUNK = saved
+                weight_maps.FOLD_CHUNK = saved
             assert tracked.requires_grad and not folded.requires_grad and tracked.shape[axis] == size
             torch.testing.assert_close(tracked, reference, rtol=1e-6, atol=1e-6)
             assert torch.equal(folded, tracked.detach()), chunk
             if axis == 0:  # folding a layer map: one tensor per output layer, each its own memory
-                peg_maps.FOLD_CHUNK = chunk
+                weight_maps.FOLD_CHUNK = chunk
                 try:
                     with torch.no_grad():
-                        layers = peg_maps.along_layers(seq, x)
+                        layers = weight_maps.along_layers(seq, x)
                 finally:
-                    peg_maps.FOLD_CHUNK = saved
+                    weight_maps.FOLD_CHUNK = saved
                 assert len(layers) == size and all(torch.equal(a, b) for a, b in zip(layers, folded))
                 assert len({t.untyped_storage().data_ptr() for t in layers}) == size
             tracked.sum().backward()  # gradients flow through the chunks to the map

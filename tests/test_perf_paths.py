@@ -147,7 +147,7 @@ def test_from_stack_consume_hands_over_owned_tensors_and_copies_the_rest():
 
 
 def test_tleg_expansion_without_autograd_is_the_same_arithmetic():
-    from learngene.methods.tleg.method import linear_expand
+    from learngene.methods._linear_expand import linear_expand
 
     g = torch.Generator().manual_seed(0)
     a, b = {"w": torch.randn(6, 5, generator=g)}, {"w": torch.randn(6, 5, generator=g)}

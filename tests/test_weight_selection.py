@@ -9,7 +9,7 @@ import torch
 import learngene
 import learngene.methods.weight_selection  # noqa: F401  (registers the method)
 from learngene.errors import ConfigError
-from learngene.methods.weight_selection.method import uniform_indices
+from learngene.methods._indices import uniform_indices
 from learngene.stack import to_stack
 
 from conftest import randomize_, tiny_vit

@@ -51,3 +51,26 @@ def check_distillation(method: str, config) -> None:
         raise ConfigError(f"{method} holdout must be a fraction in [0, 1), got {config.holdout!r}")
     for name in ("distill_alpha", "distill_tau", "holdout"):
         setattr(config, name, float(getattr(config, name)))
+
+
+MAX_WIDTHS = 8  # students (learngene-pool) or anchors (sn-net): the papers use 2-3, more only multiplies the cost
+
+
+def check_widths(method: str, widths, num_heads) -> None:
+    """Widths: strictly increasing positive integers (narrowest first); heads: one per width, dividing it."""
+    if widths is not None:
+        if not isinstance(widths, list) or not 2 <= len(widths) <= MAX_WIDTHS or not all(
+                is_int(w) and w >= 1 for w in widths):
+            raise ConfigError(f"{method} widths must be a list of 2 to {MAX_WIDTHS} positive integers, got {widths!r}")
+        if any(a >= b for a, b in zip(widths, widths[1:])):
+            raise ConfigError(f"{method} widths must be strictly increasing (narrowest first), got {widths}")
+    if num_heads is not None:
+        if widths is None:
+            raise ConfigError(f"{method} num_heads needs widths (one head count per width)")
+        if not isinstance(num_heads, list) or len(num_heads) != len(widths) or not all(
+                is_int(h) and h >= 1 for h in num_heads):
+            raise ConfigError(f"{method} num_heads must be a list of {len(widths)} positive integers, got {num_heads!r}")
+        for w, h in zip(widths, num_heads):
+            if w % h:
+                raise ConfigError(f"{method}: width {w} is not divisible by {h} heads; choose num_heads among "
+                                  f"{[d for d in range(1, w + 1) if w % d == 0][:12]}")

@@ -9,6 +9,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 
 from ..arch import ViTArch
+from ..data.tensors import tensor_pair
 from ..errors import ConfigError
 from ..stack import VitStack
 from ..stack.init import blank_stack, materialize
@@ -127,6 +128,14 @@ def copy_head_if_same_labels(stack: VitStack, head: Tensors, ancestry_arch: ViTA
     return False
 
 
+def check_images_fit(images: torch.Tensor, arch: ViTArch) -> None:
+    """Data images [N, C, H, W] must be the input ``arch`` (the ancestry's) takes."""
+    expected = (arch.in_chans, *arch.img_hw)
+    if tuple(images.shape[1:]) != expected:
+        raise ConfigError(f"data images are {tuple(images.shape[1:])} but the ancestry takes {expected}; pass a "
+                          "registered dataset name (data='fashion-mnist' is resized for you) or resize your dataset")
+
+
 def require_same_width(method: str, arch: ViTArch, ancestry_arch: ViTArch) -> None:
     for key in ("embed_dim", "num_heads", "mlp_ratio"):
         if float(getattr(arch, key)) != float(getattr(ancestry_arch, key)):
@@ -206,11 +215,10 @@ def split_holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
         raise ConfigError(f"holdout={fraction} of {n} samples leaves an empty part; change holdout")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     eval_idx, train_idx = perm[:n_eval], perm[n_eval:]
-    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+    pair = tensor_pair(data)
+    if pair is not None:
+        images, labels = pair
         pick = lambda idx: torch.utils.data.TensorDataset(images[idx], labels[idx])  # noqa: E731
-    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
-        pick = lambda idx: torch.utils.data.TensorDataset(*(t[idx] for t in data.tensors))  # noqa: E731
     else:
         pick = lambda idx: torch.utils.data.Subset(data, idx.tolist())  # noqa: E731
     return pick(train_idx), pick(eval_idx)

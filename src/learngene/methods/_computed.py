@@ -6,11 +6,13 @@ artifact's tensors: ``theta_A.q.weight``, ``layers.fc1.weight``...) and compute 
 model's weights from them every forward. ``ComputedViT`` is their common base: subclasses
 define ``stack()`` (the canonical stack, differentiable in the parameters) and get
 ``forward`` (a parameter-less timm VisionTransformer called with ``functional_call`` on that
-stack) and ``group``. ``fold`` in each method turns one into the plain timm ViT it computes.
+stack) and ``group``. ``fold_computed`` turns one into the plain timm ViT it computes (each
+method's ``fold``).
 """
 
 from __future__ import annotations
 
+from typing import Iterable
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -18,10 +20,24 @@ from torch import nn
 from torch.func import functional_call
 
 from ..arch import ViTArch
-from ..stack import VitStack
+from ..stack import BLOCK_MATRICES, VitStack, from_stack
 from ..stack.timm_vit import stack_to_state_dict
 
 Tensors = dict[str, torch.Tensor]
+
+
+def decay_matrices_only(module: nn.Module, block_groups: Iterable[str]) -> set[str]:
+    """``no_weight_decay()`` of a module that holds canonical ViT tensors: every parameter but the
+    weight matrices, which are ``<group>.<key>`` for each group in ``block_groups`` and key in
+    ``BLOCK_MATRICES``, plus ``stem.patch.weight`` and ``head.head.weight``.
+
+    That is timm's rule for the ViT the module computes (Linear/conv weights decay). Needed because
+    canonical q/k/v biases are 2-D ([H, hd]), which the trainer's ``ndim <= 1`` rule alone would
+    decay; and maps or transforms over weights re-parameterise weights, so they never decay.
+    """
+    decayed = {f"{group}.{key}" for group in block_groups for key in BLOCK_MATRICES}
+    decayed |= {"stem.patch.weight", "head.head.weight"}
+    return {name for name, _ in module.named_parameters() if name not in decayed}
 
 
 def register_nested(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -81,3 +97,15 @@ class ComputedViT(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             state = stack_to_state_dict(self.stack())
         return functional_call(self.template, state, (x,))
+
+
+def fold_computed(module: ComputedViT) -> VisionTransformer:
+    """The plain timm VisionTransformer that computes exactly what ``module`` computes (in its
+    train/eval mode). The computed blocks go into the model uncopied; the module keeps its parameters."""
+    with torch.no_grad():
+        stack = module.stack()
+    detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
+    stack = VitStack(arch=stack.arch, stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
+                     head=detach(stack.head))
+    model = from_stack(stack, consume=True, protect=list(module.parameters()))
+    return model.train(module.training)

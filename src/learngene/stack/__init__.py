@@ -5,10 +5,10 @@ and never see a model family's key names; adapters (here: timm ViT) convert both
 bit-exactly.
 """
 
-from .canonical import BLOCK_KEYS, HEAD_KEYS, STEM_KEYS, VitStack
+from .canonical import BLOCK_KEYS, BLOCK_MATRICES, HEAD_KEYS, STEM_KEYS, VitStack
 from .build import from_stack
 from .init import blank_stack, materialize
 from .timm_vit import to_stack
 
 __all__ = ["VitStack", "to_stack", "from_stack", "blank_stack", "materialize",
-           "BLOCK_KEYS", "STEM_KEYS", "HEAD_KEYS"]
+           "BLOCK_KEYS", "BLOCK_MATRICES", "STEM_KEYS", "HEAD_KEYS"]

@@ -37,6 +37,9 @@ BLOCK_KEYS = (
     "ls1.gamma", "ls2.gamma",
 )
 HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
+# The block's weight matrices (timm's Linear weights): what weight decay applies to in a block,
+# and what gets the truncated-normal init.
+BLOCK_MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")
 
 Tensors = dict[str, torch.Tensor]
 

@@ -46,15 +46,14 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..arch import ViTArch, create_vit
-from .canonical import VitStack
+from .canonical import BLOCK_MATRICES, VitStack
 from .timm_vit import state_dict_to_stack, to_stack
 
 # VisionTransformer arguments besides the architecture keys that leave the init alone.
 _INIT_NEUTRAL_KEYS = frozenset({
     "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
 })
-LINEAR_WEIGHTS = frozenset({"q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight",
-                            "head.weight"})
+LINEAR_WEIGHTS = frozenset({*BLOCK_MATRICES, "head.weight"})
 ZERO_BIASES = frozenset({"q.bias", "k.bias", "v.bias", "proj.bias", "fc1.bias", "fc2.bias", "head.bias",
                          "norm1.bias", "norm2.bias", "norm.bias", "norm_pre.bias"})
 NORM_WEIGHTS = frozenset({"norm1.weight", "norm2.weight", "norm.weight", "norm_pre.weight"})

@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from learngene.data.tensors import tensor_pair
 from learngene.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [b,C,H,W] float, labels [b] int64
@@ -157,11 +158,9 @@ def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False,
     # generator) -> images. Skipped when the dataset says augment=False.
     augment = getattr(data, "augment_batch", None)
     augment = augment if callable(augment) and getattr(data, "augment", None) is not False else None
-    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        return TensorSource(images, labels, augment, device)
-    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
-        return TensorSource(data.tensors[0], data.tensors[1], augment, device)
+    pair = tensor_pair(data)  # .images/.labels tensors or a 2-tensor TensorDataset
+    if pair is not None:
+        return TensorSource(*pair, augment, device)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         return LoaderSource(data, num_workers=num_workers, pin_memory=pin_memory,  # type: ignore[arg-type]
                             augment=augment)

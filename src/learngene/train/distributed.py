@@ -38,15 +38,17 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, *, field: str = "TrainConfig.device") -> torch.device:
+    """The torch device a ``device`` option names: "auto" is CUDA (this rank's) when available,
+    else the CPU; "cuda" without an index is this rank's GPU. ``field`` names the option in errors."""
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ConfigError(f"TrainConfig.device {name!r} is not a torch device ({e}); use 'auto', 'cpu' or 'cuda:0'")
+        raise ConfigError(f"{field} {name!r} is not a torch device ({e}); use 'auto', 'cpu' or 'cuda:0'")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"TrainConfig.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
+        raise ConfigError(f"{field} is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
     return dev

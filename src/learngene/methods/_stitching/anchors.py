@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ...arch import ViTArch, validate_arch
 from ...errors import ConfigError
-from ...models import validate_arch
 from ...stack import VitStack, from_stack
 
 Tensors = dict[str, torch.Tensor]

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..._io import atomic_save_safetensors, atomic_write_json
 from ...errors import ArtifactError, ConfigError, LearngeneError
-from ...models import MAX_DEPTH, validate_arch
+from ...arch import MAX_DEPTH, validate_arch
 
 STITCHED_CONFIG = "stitched_config.json"
 STITCHED_WEIGHTS = "model.safetensors"

@@ -18,7 +18,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ...errors import ConfigError
-from ...arch import ViTArch, arch_of
+from ...arch import arch_of
 from ...stack import VitStack, blank_stack, from_stack
 from .._common import copy_head_if_same_labels
 from .configs import Stitch, enumerate_stitches, stitch_pairs

@@ -12,7 +12,7 @@ the extraction cost (samples seen, FLOPs: forward only for similarity, 3 x forwa
 the gradient stream).
 
 Expansion is heuristic's: "first-half" puts the blocks at positions 0 .. k-1, the other
-criteria spread them by relative depth (``heuristic.method.place_layers``); every other
+criteria spread them by relative depth (``methods._indices.place_layers``); every other
 layer gets timm's random initialisation, and the descendant is a plain timm ViT.
 """
 
@@ -25,64 +25,16 @@ import torch
 
 from ...arch import ViTArch, arch_of
 from ...artifact import Artifact
+from ...data.tensors import sample_tensors
 from ...errors import ConfigError
 from ...stack import to_stack
+from ...train.distributed import resolve_device
 from ...train.flops import forward_flops_per_sample
-from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
-from ..heuristic.method import place_layers
+from .._common import (check_images_fit, check_inherited_layers, grow_with_inherited_layers, pack,
+                       require_same_width)
+from .._indices import place_layers
 from .config import AutoLearngeneConfig
 from .scores import gradient_scores, layer_scores
-
-MAX_LOADED_SAMPLES = 4096  # a Dataset without .images/.labels tensors: read at most this many samples
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"auto-learngene device {name!r} is not a torch device ({e}); use 'auto' or 'cpu'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"auto-learngene device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
-    return device
-
-
-def data_tensors(data: Any, limit: int | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images float [n,C,H,W], labels int64 [n]) from ``data``: ``limit`` random samples (all if None or fewer).
-
-    Tensor datasets (``.images`` / ``.labels``, or a 2-tensor ``TensorDataset``) are indexed
-    directly; any other map-style Dataset of (image, label) is read item by item (at most
-    ``MAX_LOADED_SAMPLES``).
-    """
-    if isinstance(getattr(data, "images", None), torch.Tensor) and isinstance(getattr(data, "labels", None), torch.Tensor):
-        images, labels = data.images, data.labels
-    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
-        images, labels = data.tensors
-    else:
-        try:
-            n = len(data)
-        except TypeError:
-            raise ConfigError(f"auto-learngene needs a map-style dataset of (image, label), got {type(data).__name__}") from None
-        take = min(n, limit or MAX_LOADED_SAMPLES, MAX_LOADED_SAMPLES)
-        idx = torch.randperm(n, generator=generator)[:take].tolist()
-        items = [data[i] for i in idx]
-        images = torch.stack([torch.as_tensor(x) for x, _ in items])
-        labels = torch.as_tensor([int(y) for _, y in items])
-        limit = None
-    if images.dim() != 4 or labels.shape != (images.shape[0],):
-        raise ConfigError(f"data must hold images [N,C,H,W] and labels [N], got {tuple(images.shape)} and {tuple(labels.shape)}")
-    if limit is not None and limit < images.shape[0]:
-        idx = torch.randperm(images.shape[0], generator=generator)[:limit]
-        images, labels = images[idx], labels[idx]
-    return images.float(), labels.long()
-
-
-def _check_input(images: torch.Tensor, arch: ViTArch) -> None:
-    expected = (arch.in_chans, *arch.img_hw)
-    if tuple(images.shape[1:]) != expected:
-        raise ConfigError(f"data images are {tuple(images.shape[1:])} but the ancestry takes {expected}; pass a "
-                          "registered dataset name (data='fashion-mnist' is resized for you) or resize your dataset")
 
 
 def top_k(scores: torch.Tensor, k: int, *, largest: bool) -> list[int]:
@@ -108,12 +60,12 @@ def extract(ancestry, config: AutoLearngeneConfig, data=None) -> Artifact:
     else:
         if config.k > depth:
             raise ConfigError(f"k={config.k} but the ancestry has only {depth} layers")
-        device = _resolve_device(config.device)
+        device = resolve_device(config.device, field="auto-learngene device")
         arch = arch_of(ancestry)
         gen = torch.Generator().manual_seed(config.seed)
         limit = config.probe_size if config.criterion == "similarity" else None
-        images, labels = data_tensors(data, limit, gen)
-        _check_input(images, arch)
+        images, labels = sample_tensors(data, limit, gen, who="auto-learngene")
+        check_images_fit(images, arch)
         model_device = next(ancestry.parameters()).device
         if config.criterion == "similarity":
             model = ancestry if model_device == device else copy.deepcopy(ancestry).to(device)

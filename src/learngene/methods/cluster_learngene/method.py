@@ -72,16 +72,17 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ...arch import ViTArch, arch_of
 from ...artifact import Artifact
+from ...data.tensors import sample_tensors
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack, materialize
+from ...train.distributed import resolve_device
 from ...train.flops import forward_flops_per_sample
-from .._common import copy_head_if_same_labels, fit_stem, pack, unpack
-from ..auto_learngene.method import _check_input, _resolve_device, data_tensors
-from ..peg.maps import _mlp, _set_split, along, along_layers
-from .._computed import ComputedViT
-from ..weight_selection.method import uniform_indices
+from .._common import check_images_fit, copy_head_if_same_labels, fit_stem, pack, unpack
+from .._computed import ComputedViT, decay_matrices_only, fold_computed
+from .._indices import uniform_indices
+from .._weight_maps import along, along_layers, mlp_map, set_split
 from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
 from .config import ClusterLearngeneConfig
 
@@ -90,7 +91,6 @@ Tensors = dict[str, torch.Tensor]
 HEAD_KEYS = ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias")  # head axis 0, dim axis 1
 LAYER_KEYS = ("norm1.weight", "norm1.bias", "proj.bias", "norm2.weight", "norm2.bias", "ls1.gamma", "ls2.gamma")
 FFN_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")  # weight-decayed
 
 
 # -- extraction ---------------------------------------------------------------------------------
@@ -104,10 +104,10 @@ def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: A
                           "(or --data on the CLI; any dataset at the ancestry's input size)")
     arch = arch_of(ancestry)
     generator = torch.Generator().manual_seed(config.seed)
-    images, _ = data_tensors(data, config.sample_size, generator)
-    _check_input(images, arch)
+    images, _ = sample_tensors(data, config.sample_size, generator, who="cluster-learngene")
+    check_images_fit(images, arch)
     stack = to_stack(ancestry).clone()  # own copies: the ancestry is never modified
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device, field="cluster-learngene device")
     model_device = next(ancestry.parameters()).device
     try:
         ancestry.to(device)
@@ -262,8 +262,8 @@ def start_transforms(members: dict[int, list[int]]) -> nn.ModuleDict:
     """One FFN transform (1 -> n layers) per kept FFN, each starting as an exact copy."""
     transforms = nn.ModuleDict()
     for kept, layers in members.items():
-        transform = _mlp(1, len(layers), "split")
-        _set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
+        transform = mlp_map(1, len(layers), "split")
+        set_split(transform, torch.ones(len(layers), 1))  # start: every layer an exact copy
         transforms[str(kept)] = transform
     return transforms
 
@@ -308,10 +308,8 @@ class ClusterDescendant(ComputedViT):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Decay only weight matrices (timm's rule for the ViT); never the transforms."""
-        decayed = {name for name, _ in self.named_parameters()
-                   if name.startswith(("blocks.", "ffn.")) and name.endswith(MATRICES)}
-        decayed |= {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        groups = [f"blocks.{j}" for j in range(self.arch.depth)] + [f"ffn.{kept}" for kept in self.members]
+        return decay_matrices_only(self, groups)
 
 
 def expand_trainable(gene: Artifact, arch: ViTArch) -> ClusterDescendant:
@@ -321,13 +319,7 @@ def expand_trainable(gene: Artifact, arch: ViTArch) -> ClusterDescendant:
 
 def fold(descendant: ClusterDescendant) -> VisionTransformer:
     """The plain timm VisionTransformer that computes exactly what ``descendant`` computes."""
-    with torch.no_grad():
-        stack = descendant.stack()
-    detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-    stack = VitStack(arch=stack.arch, stem=detach(stack.stem), blocks=[detach(b) for b in stack.blocks],
-                     head=detach(stack.head))
-    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
-    return model.train(descendant.training)
+    return fold_computed(descendant)
 
 
 def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:

@@ -18,6 +18,7 @@ from ...artifact import Artifact
 from ...errors import ConfigError
 from ...stack import to_stack
 from .._common import check_inherited_layers, grow_with_inherited_layers, pack, require_same_width
+from .._indices import place_layers
 from .config import HeuristicConfig
 
 
@@ -39,25 +40,6 @@ def select_layers(config: HeuristicConfig, ancestry_depth: int) -> list[int]:
     if k == 1:
         return [ancestry_depth // 2]
     return sorted({round(j * (ancestry_depth - 1) / (k - 1)) for j in range(k)})
-
-
-def place_layers(layers: list[int], placement: str, ancestry_depth: int, depth: int) -> list[int]:
-    """Descendant positions (one per inherited layer) for a descendant of ``depth`` layers."""
-    k = len(layers)
-    if depth < k:
-        raise ConfigError(f"this learngene holds {k} layers; the descendant needs depth >= {k}, got {depth}")
-    if placement == "first":
-        return list(range(k))
-    if placement == "last":
-        return list(range(depth - k, depth))
-    scale = (depth - 1) / (ancestry_depth - 1) if ancestry_depth > 1 else 0.0
-    positions = []
-    for j, layer in enumerate(layers):
-        p = round(layer * scale)
-        p = max(p, positions[-1] + 1 if positions else 0)  # strictly increasing
-        p = min(p, depth - (k - j))                        # leave room for the rest
-        positions.append(p)
-    return positions
 
 
 def _placement(config: dict[str, Any]) -> str:

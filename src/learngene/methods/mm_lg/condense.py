@@ -21,6 +21,7 @@ from ...clip.loss import ContrastiveClip, clip_loss
 from ...clip.open_clip_adapter import OPEN_CLIP_TABLE, build_open_clip
 from ...clip._tables import clip_stack_to_state_dict
 from ...clip.stack import TOWERS, ClipStack, Tower
+from ...stack import BLOCK_MATRICES
 from .._common import pack, unpack
 from .._computed import register_nested, strip_parameters
 
@@ -83,7 +84,7 @@ class CondensedClip(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Only matrix weights decay (canonical q/k/v biases are 2-D; mixing weights are not weights)."""
-        decayed = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight", "patch.weight")
+        decayed = (*BLOCK_MATRICES, "patch.weight")
         return {f"gene.{n}" for n, _ in self.gene.named_parameters() if not n.endswith(decayed)}
 
 

@@ -1,7 +1,7 @@
 """Baseline for the MM-LG benchmark: TLEG (Xia et al., AAAI 2024) applied to each CLIP tower.
 
 Per tower a base theta_A and a slope theta_B (``tleg.{tower}.A.<key>``, ``tleg.{tower}.B.<key>``);
-block l of a depth-L tower is theta_A + (l / L) theta_B (``learngene.methods.tleg.linear_expand``);
+block l of a depth-L tower is theta_A + (l / L) theta_B (TLEG's rule, ``methods._linear_expand``);
 stems, heads and logit scale kept as in MM-LG. Condensed with MM-LG's auxiliary-CLIP training
 (same loss, data and budget), so the two differ only in the block rule.
 Departure (ours): theta_A/theta_B start from the least-squares line through the ancestry's
@@ -20,7 +20,7 @@ from ...clip.open_clip_adapter import stack_to_open_clip
 from ...clip.stack import TOWERS, ClipStack
 from ...registry import config_to_dict
 from .._common import pack, unpack
-from ..tleg.method import linear_expand
+from .._linear_expand import linear_expand
 from .condense import CondensedClip, build_stack, condense, shell_tensors
 from .config import MmlgConfig
 from .method import make_learngene

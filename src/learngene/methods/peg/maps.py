@@ -7,6 +7,7 @@ Here both act on *weights* (every element's vector over the L_b layers, or over 
 heads, is mapped), so the expanded descendant is an ordinary ViT and can be folded into
 plain timm weights (``method.fold``). The paper applies the head map to attention logits
 and to V instead, which is not foldable; see ``method.py`` for this and the other departures.
+Each map is a ``methods._weight_maps.mlp_map`` run with ``along`` (shared with Cluster-Learngene).
 
 Which tensors go through which map (canonical block keys, stacked over layers):
   - ``layer_attn``: norm1, q/k/v, proj, ls1  (the attention sub-layer; ours, the paper has no
@@ -32,7 +33,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..weight_selection.method import uniform_indices
+from .._indices import uniform_indices
+from .._weight_maps import along, along_layers, mlp_map, set_split
 
 Tensors = dict[str, torch.Tensor]
 
@@ -64,116 +66,6 @@ def interpolation_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m.float()
 
 
-def _mlp(n_in: int, n_out: int, form: str) -> nn.Sequential:
-    """Linear(n_in -> h) -> ReLU -> Linear(h -> n_out); h = 2 n_out ("split") or n_out ("paper")."""
-    hidden = 2 * n_out if form == "split" else n_out
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
-
-
-def _set_split(seq: nn.Sequential, matrix: torch.Tensor) -> None:
-    """Make a "split" map compute exactly ``matrix @ x``: relu(Mx) - relu(-Mx) = Mx."""
-    n_out = matrix.shape[0]
-    eye = torch.eye(n_out)
-    with torch.no_grad():
-        seq[0].weight.copy_(torch.cat([matrix, -matrix]))
-        seq[0].bias.zero_()
-        seq[2].weight.copy_(torch.cat([eye, -eye], dim=1))
-        seq[2].bias.zero_()
-
-
-# Elements per chunk of a map (see ``along``): the hidden activations of a chunk take
-# [hidden, 32768] floats (a few MB) instead of [hidden, every element], which at DeiT-B
-# would be twice the model.
-FOLD_CHUNK = 1 << 15
-
-
-def _mlp_columns(seq: nn.Sequential, cols: torch.Tensor, hidden: torch.Tensor | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """``seq`` (Linear -> ReLU -> Linear) applied to every column of ``cols`` [n_in, N] -> [n_out, N].
-
-    ``hidden`` [h, N] and ``out`` [n_out, N]: buffers to write into (no autograd only), so that
-    a loop over chunks allocates nothing.
-    """
-    first, last = seq[0], seq[2]
-    if hidden is None:
-        h = torch.relu(first.weight @ cols if first.bias is None else torch.addmm(first.bias[:, None], first.weight, cols))
-        return last.weight @ h if last.bias is None else torch.addmm(last.bias[:, None], last.weight, h)
-    if first.bias is None:
-        torch.mm(first.weight, cols, out=hidden)
-    else:
-        torch.addmm(first.bias[:, None], first.weight, cols, out=hidden)
-    hidden.relu_()
-    if last.bias is None:
-        return torch.mm(last.weight, hidden, out=out)
-    return torch.addmm(last.bias[:, None], last.weight, hidden, out=out)
-
-
-def _tracked(seq: nn.Sequential, x: torch.Tensor) -> bool:
-    """Will autograd record the map applied to ``x``?"""
-    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
-
-
-def _chunks(seq: nn.Sequential, cols: torch.Tensor, tracked: bool):
-    """Yield (first column, the map of columns [first, first + n) [n_out, n]) over ``cols`` [n_in, N].
-
-    Up to ``FOLD_CHUNK`` columns: one product, no buffers. More: chunks of ``FOLD_CHUNK``; without
-    autograd each chunk is written into two reused buffers (consume it before the next one).
-    """
-    total = cols.shape[1]
-    if total <= FOLD_CHUNK:
-        yield 0, _mlp_columns(seq, cols)
-        return
-    n_hidden, n_out = seq[0].out_features, seq[2].out_features
-    if not tracked:
-        hidden_buffer, out_buffer = cols.new_empty(n_hidden * FOLD_CHUNK), cols.new_empty(n_out * FOLD_CHUNK)
-    for start in range(0, total, FOLD_CHUNK):
-        n = min(FOLD_CHUNK, total - start)
-        chunk = cols[:, start:start + n]
-        if tracked:  # autograd keeps each chunk's hidden for the backward pass anyway
-            yield start, _mlp_columns(seq, chunk)
-        else:
-            yield start, _mlp_columns(seq, chunk, hidden_buffer[:n_hidden * n].view(n_hidden, n),
-                                      out_buffer[:n_out * n].view(n_out, n))
-
-
-def along(seq: nn.Sequential, x: torch.Tensor, axis: int) -> torch.Tensor:
-    """Apply a map to every vector of ``x`` along ``axis`` (that axis changes size n_in -> n_out).
-
-    The vectors are laid out as the columns of a matrix [n_in, N] (a view when ``axis`` is 0
-    and ``x`` contiguous, as the stacked layer axis is) and the map runs as two matrix
-    products, W2 relu(W1 X + b1) + b2: the same map as the Linear layers applied to each
-    vector. It runs over chunks of ``FOLD_CHUNK`` columns written into one output, with or
-    without autograd alike, so that a descendant's forward and its ``fold`` compute the
-    same numbers bit for bit (BLAS may round a product differently with another number of
-    columns); without autograd the chunks also reuse two buffers, so the hidden activations
-    never exist for all elements at once.
-    """
-    moved = x.movedim(axis, 0)
-    cols = moved.reshape(moved.shape[0], -1)  # [n_in, N]
-    n_out, total = seq[2].out_features, cols.shape[1]
-    if total <= FOLD_CHUNK:
-        out = _mlp_columns(seq, cols)
-    else:
-        out = cols.new_empty(n_out, total)
-        for start, chunk in _chunks(seq, cols, _tracked(seq, x)):
-            out[:, start:start + chunk.shape[1]] = chunk
-    return out.reshape(n_out, *moved.shape[1:]).movedim(0, axis)
-
-
-def along_layers(seq: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
-    """Without autograd (folding): ``along(seq, x, 0)`` as n_out separate tensors of shape
-    ``x.shape[1:]``, the same numbers. Each owns its memory, so a descendant's blocks can hold
-    them as they are: no [n_out, ...] tensor exists, and nothing is copied per layer afterwards."""
-    if _tracked(seq, x):
-        raise RuntimeError("along_layers is for folding: call it under torch.no_grad(), or use along()")
-    cols = x.reshape(x.shape[0], -1)  # [n_in, N]
-    outs = [cols.new_empty(cols.shape[1]) for _ in range(seq[2].out_features)]
-    for start, chunk in _chunks(seq, cols, tracked=False):
-        for out, row in zip(outs, chunk):
-            out[start:start + chunk.shape[1]] = row
-    return [out.view(x.shape[1:]) for out in outs]
-
-
 class PegMaps(nn.Module):
     """The expansion maps of one descendant shape: L_b -> L_d layers, H_b -> H_d heads.
 
@@ -186,11 +78,11 @@ class PegMaps(nn.Module):
         super().__init__()
         self.shape = (int(layers_in), int(layers_out), int(heads_in), int(heads_out))
         self.form = form
-        self.layer_attn = _mlp(layers_in, layers_out, form)
-        self.layer_ffn = _mlp(layers_in, layers_out, form)
-        self.head_qk = nn.ModuleList(_mlp(heads_in, heads_out, form) for _ in range(layers_out))
-        self.head_v = nn.ModuleList(_mlp(heads_in, heads_out, form) for _ in range(layers_out))
-        self.head_o = nn.ModuleList(_mlp(heads_in, heads_out, form) for _ in range(layers_out))
+        self.layer_attn = mlp_map(layers_in, layers_out, form)
+        self.layer_ffn = mlp_map(layers_in, layers_out, form)
+        self.head_qk = nn.ModuleList(mlp_map(heads_in, heads_out, form) for _ in range(layers_out))
+        self.head_v = nn.ModuleList(mlp_map(heads_in, heads_out, form) for _ in range(layers_out))
+        self.head_o = nn.ModuleList(mlp_map(heads_in, heads_out, form) for _ in range(layers_out))
         if form == "split":
             self.reset_to_interpolation()
 
@@ -204,12 +96,12 @@ class PegMaps(nn.Module):
             raise ValueError("only 'split' maps have an interpolation initialisation")
         l_in, l_out, h_in, h_out = self.shape
         layer, heads = interpolation_matrix(l_in, l_out), interpolation_matrix(h_in, h_out)
-        _set_split(self.layer_attn, layer)
-        _set_split(self.layer_ffn, layer)
+        set_split(self.layer_attn, layer)
+        set_split(self.layer_ffn, layer)
         for l in range(l_out):
-            _set_split(self.head_qk[l], heads)
-            _set_split(self.head_v[l], heads)
-            _set_split(self.head_o[l], heads * (h_in / h_out))
+            set_split(self.head_qk[l], heads)
+            set_split(self.head_v[l], heads)
+            set_split(self.head_o[l], heads * (h_in / h_out))
 
 
 def fit_head_dim(x: torch.Tensor, key: str, head_dim: int, extra: torch.Tensor | None) -> torch.Tensor:

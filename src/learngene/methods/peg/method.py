@@ -82,8 +82,8 @@ from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack, materialize
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, pack, unpack
-from .._computed import ComputedViT, register_nested
-from ..weight_selection.method import uniform_indices
+from .._computed import ComputedViT, decay_matrices_only, fold_computed, register_nested
+from .._indices import uniform_indices
 from .config import PegConfig, default_learngene_heads, default_learngene_layers
 from .maps import DIM_AXIS, HEAD_AXIS, PegMaps, expand_layers
 
@@ -91,7 +91,6 @@ Tensors = dict[str, torch.Tensor]
 
 FFN_MIXED = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")   # mixed across all L_a layers
 HEAD_MIXED = tuple(HEAD_AXIS)                                       # q/k/v weights and biases, proj.weight
-MATRICES = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")  # weight-decayed
 
 
 # -- sampling the learngene -----------------------------------------------------------------
@@ -166,9 +165,7 @@ class PegDescendant(ComputedViT):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Decay only weight matrices (as timm's rule gives the ViT); never the maps."""
-        decayed = {f"{g}.{k}" for g in ("layers", "extra", "pool") for k in MATRICES}
-        decayed |= {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        return decay_matrices_only(self, ("layers", "extra", "pool"))
 
 
 class PegCondenser(PegDescendant):
@@ -338,13 +335,7 @@ def _parts(gene: Artifact, arch: ViTArch) -> dict[str, Any]:
 
 def fold(descendant: PegDescendant) -> VisionTransformer:
     """The plain timm VisionTransformer that computes exactly what ``descendant`` computes."""
-    with torch.no_grad():
-        stack = descendant.stack()
-    stack = VitStack(arch=stack.arch, stem={k: v.detach() for k, v in stack.stem.items()},
-                     blocks=[{k: v.detach() for k, v in b.items()} for b in stack.blocks],
-                     head={k: v.detach() for k, v in stack.head.items()})
-    model = from_stack(stack, consume=True, protect=list(descendant.parameters()))  # computed blocks go in uncopied
-    return model.train(descendant.training)
+    return fold_computed(descendant)
 
 
 def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ConfigError
-from ..learngene_pool.config import check_training, check_widths
+from .._checks import check_training, check_widths
 
 
 @dataclass

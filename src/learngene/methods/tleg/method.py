@@ -71,40 +71,21 @@ from ...arch import ViTArch, arch_of
 from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
-from ...stack import VitStack, from_stack, to_stack
+from ...stack import BLOCK_MATRICES, VitStack, from_stack, to_stack
 from ...stack.init import blank_stack
 from .._common import split_holdout, copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, unpack
-from .._computed import ComputedViT
+from .._computed import ComputedViT, decay_matrices_only
+from .._linear_expand import linear_expand
 from .config import TlegConfig
 from .narrow import narrow_stack
 
 Tensors = dict[str, torch.Tensor]
 
-# Block tensors by kind, for the reference's initialisation.
-LINEAR_WEIGHTS = ("q.weight", "k.weight", "v.weight", "proj.weight", "fc1.weight", "fc2.weight")
+# Block tensors by kind, for the reference's initialisation (weight matrices: BLOCK_MATRICES).
 NORM_WEIGHTS = ("norm1.weight", "norm2.weight")
 LAYER_SCALES = ("ls1.gamma", "ls2.gamma")
 # What TLEG forces on every model it builds (auxiliary and descendants).
 TLEG_HEAD = dict(global_pool="avg", class_token=False, fc_norm=True, final_norm=True)
-
-
-# -- the expansion rule -------------------------------------------------------------------
-def linear_expand(theta_a: Tensors, theta_b: Tensors, depth: int) -> list[Tensors]:
-    """Blocks 0..depth-1 of a depth-``depth`` model: ``theta_A + (l / depth) * theta_B``."""
-    if not isinstance(depth, int) or depth < 1:
-        raise ConfigError(f"depth must be a positive integer, got {depth!r}")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (*theta_a.values(), *theta_b.values())):
-        return [{k: a + (l / depth) * theta_b[k] for k, a in theta_a.items()} for l in range(depth)]
-    # No autograd (expansion): the same arithmetic, bit for bit, with (l / depth) * theta_B written
-    # into one reused buffer per key, so no block-sized temporary is left behind for every block
-    # (freed temporaries stay in the allocator's heap: +40% resident memory at DeiT-B).
-    scaled = {k: torch.empty_like(b) for k, b in theta_b.items()}
-    blocks = []
-    for l in range(depth):
-        for k, b in theta_b.items():
-            torch.mul(b, l / depth, out=scaled[k])
-        blocks.append({k: a + scaled[k] for k, a in theta_a.items()})
-    return blocks
 
 
 def tleg_arch(ancestry_arch: ViTArch, depth: int) -> ViTArch:
@@ -129,7 +110,7 @@ def init_tensors(ancestry_arch: ViTArch) -> Tensors:
     theta_a, theta_b = {}, {}
     for key, t in template.blocks[0].items():
         a, b = torch.empty_like(t), torch.empty_like(t)
-        if key in LINEAR_WEIGHTS:
+        if key in BLOCK_MATRICES:
             trunc_normal_(a, std=0.02)
             trunc_normal_(b, std=0.02)
         elif key in NORM_WEIGHTS:
@@ -175,8 +156,7 @@ class TlegAuxiliary(ComputedViT):
         Needed because canonical q/k/v biases are 2-D ([H, hd]), which the trainer's
         ``ndim <= 1`` rule alone would decay; in timm (and the reference) they are 1-D.
         """
-        decayed = {f"theta_{w}.{k}" for w in "AB" for k in LINEAR_WEIGHTS} | {"stem.patch.weight", "head.head.weight"}
-        return {name for name, _ in self.named_parameters() if name not in decayed}
+        return decay_matrices_only(self, ("theta_A", "theta_B"))
 
 
 # -- extraction ---------------------------------------------------------------------------

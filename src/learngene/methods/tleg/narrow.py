@@ -2,8 +2,8 @@
 
 A narrower descendant (fewer heads, smaller embed_dim, smaller MLP) takes evenly spaced
 slices of the wider stack: the head-aware mode of weight selection (Xu et al., ICLR 2024;
-``learngene.methods.weight_selection``, whose index rule ``uniform_indices`` is used here,
-so both methods keep the same indices):
+``learngene.methods.weight_selection``, whose index rule ``uniform_indices`` (``methods/_indices.py``)
+is used here, so both methods keep the same indices):
   - heads:            H_d of the H_a heads (whole heads, never mixed);
   - dims in a head:   hd_d of the hd_a dims of each kept head (same dims for q, k, v, proj);
   - residual stream:  D_d of the D_a channels (norms, biases, patch and position
@@ -21,7 +21,7 @@ import torch
 
 from ...errors import ConfigError
 from ...stack import VitStack
-from ..weight_selection.method import uniform_indices
+from .._indices import uniform_indices
 
 
 def spaced(n: int, k: int) -> torch.Tensor:

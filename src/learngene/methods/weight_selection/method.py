@@ -12,7 +12,8 @@ Expansion to depth L, width d, h heads (head_dim hd' = d / h), MLP hidden f:
 
 - **Layers**: descendant block l is ancestry block l, l < L ("first-N layer selection",
   the paper's choice; the reference gets it by looking up the student's own key names).
-- **Elements**: a dimension of size n kept to size m takes ``uniform_indices(n, m)``::
+- **Elements**: a dimension of size n kept to size m takes ``uniform_indices(n, m)``
+  (``methods/_indices.py``, shared with the methods that thin an axis the same way)::
 
       n % m == 0:  [0, s, 2s, ..., (m-1)s]  with s = n // m
       otherwise:   round(linspace(0, n-1, m))  (ends kept; float32 torch.linspace, then
@@ -72,25 +73,12 @@ from ...errors import ConfigError
 from ...stack import from_stack, to_stack
 from ...stack.init import blank_stack
 from .._common import Tensors, copy_head_if_same_labels, fit_stem, pack, unpack
+from .._indices import uniform_indices
 from .config import WeightSelectionConfig
 
 # Canonical tensors whose every axis is the embedding axis D (selected with ``e``).
 _RESIDUAL_VECTORS = ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "proj.bias", "fc2.bias",
                      "ls1.gamma", "ls2.gamma")
-
-
-def uniform_indices(n: int, m: int) -> torch.Tensor:
-    """The m of n indices the paper's uniform selection keeps (int64, increasing).
-
-    ``arange(m) * (n // m)`` when m divides n, else ``round(linspace(0, n - 1, m))``.
-    """
-    if not 1 <= m <= n:
-        raise ValueError(f"cannot select {m} of {n} indices")
-    if n % m == 0:
-        return torch.arange(m) * (n // m)
-    # float32, as the reference computes it (torch's default dtype): at exact halves float32
-    # linspace and float64 linspace can round differently (e.g. 28 -> 27, index 13 vs 14).
-    return torch.round(torch.linspace(0, n - 1, m, dtype=torch.float32)).long()
 
 
 def take(t: torch.Tensor, *indices: torch.Tensor | None) -> torch.Tensor:
