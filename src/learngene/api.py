@@ -24,6 +24,7 @@ from .errors import ArtifactError, ConfigError, LearngeneError
 from .models import load_ancestry
 from .registry import config_to_dict, get_method, make_config
 from .version import __version__
+from .data import load_dataset
 
 
 @dataclass(repr=False)
@@ -109,8 +110,6 @@ def resolve_data(data: Any, arch: ViTArch, split: str = "train") -> tuple[Any, d
     if data is None:
         return None, {}
     if isinstance(data, (str, os.PathLike)):
-        from .data import load_dataset
-
         dataset = load_dataset(str(data), split, image_size=arch.side, in_chans=arch.in_chans)
         return dataset, {"name": str(data), "split": split, "num_samples": len(dataset)}
     if isinstance(data, torch.utils.data.Dataset):

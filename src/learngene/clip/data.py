@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..errors import ConfigError
+from ..data import dataset_info, load_dataset
 
 TEMPLATES = ("a photo of a {size} {bright} {name}", "a {bright} {name}, {size}", "this {name} is {size} and {bright}")
 BRIGHTNESS = ("dark", "bright")
@@ -94,8 +95,6 @@ class CaptionTokenizer:
 def tokenizer_for(datasets: Sequence[str], context_length: int = 16) -> CaptionTokenizer:
     """The compact tokenizer of every caption the templates make for these datasets' class
     names (so zero-shot prompts for any of them use known words)."""
-    from ..data import dataset_info
-
     names: list[str] = []
     for name in datasets:
         names += [n for n in dataset_info(name).class_names if n not in names]
@@ -171,8 +170,6 @@ def caption_pairs(images: torch.Tensor, labels: torch.Tensor, class_names: Seque
 def load_caption_pairs(dataset: str, split: str, tokenizer: CaptionTokenizer, *, image_size: int = 28,
                        limit: int | None = None, seed: int = 0) -> CaptionPairs:
     """Caption pairs from a registered labelled dataset (``fashion-mnist``, ``mnist-5k``...), grey, first ``limit``."""
-    from ..data import load_dataset
-
     ds = load_dataset(dataset, split, image_size=image_size, in_chans=1)
     images, labels = ds.images, ds.labels
     if limit is not None:

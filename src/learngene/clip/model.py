@@ -11,13 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_json
+from .._io import atomic_save_safetensors, atomic_write_json
 from ..arch import ViTArch
 from ..errors import ConfigError
 from .data import CaptionPairs, CaptionTokenizer
 from .loss import ContrastiveClip, contrastive_loss_fn
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
 from .stack import ClipStack, clip_arch
+from ..train import fit
+from .hf_adapter import hf_to_stack
+from ..stack import from_stack
+from ..stack.init import blank_stack
 
 
 def clip_mini_arch(vocab_size: int, *, image_layers: int = 6, text_layers: int = 6, width: int = 96,
@@ -37,8 +41,6 @@ def train_clip(model: nn.Module, pairs: CaptionPairs, config, *, out_dir: str | 
                progress: bool = False):
     """Contrastive training of an open_clip-like model on caption pairs through ``learngene.train.fit``
     (DDP under torchrun). ``config`` is a ``TrainConfig`` (label_smoothing/distill are unused)."""
-    from ..train import fit
-
     wrapped = ContrastiveClip(model, pairs.tokens)
     return fit(wrapped, pairs.pairs, None, config, out_dir=out_dir, loss_fn=contrastive_loss_fn, progress=progress)
 
@@ -105,8 +107,6 @@ def is_clip_folder(path: str | Path) -> bool:
 
 def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: str | Path) -> Path:
     """A local CLIP ancestry folder: arch, open_clip weights, and the compact tokenizer table."""
-    from .._io import atomic_save_safetensors
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = stack_to_open_clip(stack)
@@ -125,8 +125,6 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
       ``"hf:<repo id or local folder>"`` (``CLIPModel.from_pretrained``; online unless local).
     Pretrained models use the full BPE vocabulary (tokenizer None: use open_clip.tokenize).
     """
-    from .hf_adapter import hf_to_stack
-
     if isinstance(source, nn.Module):
         if type(source).__name__ == "CLIPModel":
             return hf_to_stack(source), None
@@ -180,9 +178,6 @@ def image_tower_to_timm(stack: ClipStack, num_classes: int, *, in_chans: int = 1
     ``blocks_given``: the image blocks were computed for this call (a learngene's expansion) and
     go into the model uncopied; otherwise every tensor of the stack is copied.
     """
-    from ..stack import from_stack
-    from ..stack.init import blank_stack
-
     arch = image_classifier_arch(stack.arch, num_classes, depth=len(stack.image.blocks), in_chans=in_chans)
     target = blank_stack(arch)  # placeholders: only a classifier without class embeddings is drawn (timm's init)
     stem, head = stack.image.stem, stack.image.head

@@ -22,6 +22,8 @@ from .data import CaptionTokenizer, load_caption_pairs, tokenizer_for
 from .model import clip_mini_arch, evaluate_clip, load_clip_ancestry, save_clip_ancestry, train_clip
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
 from .stack import ClipStack
+from ..data.registry import FIXED_DATASETS
+from ..errors import ConfigError
 
 def train_clip_ancestry(data: str, out: str | Path, config, *, vocabulary: Sequence[str] | None = None,
                         limit: int | None = None, image_layers: int = 6, text_layers: int = 6, width: int = 96,
@@ -31,8 +33,6 @@ def train_clip_ancestry(data: str, out: str | Path, config, *, vocabulary: Seque
     The compact tokenizer covers the captions of ``vocabulary`` datasets (default: every
     registered fixed dataset), so zero-shot prompts of later downstream datasets use known
     words. Returns the run's numbers (also what the CLI prints)."""
-    from ..data.registry import FIXED_DATASETS
-
     tokenizer = tokenizer_for(list(vocabulary or FIXED_DATASETS))
     pairs = load_caption_pairs(data, "train", tokenizer, limit=limit, seed=config.seed)
     arch = clip_mini_arch(tokenizer.vocab_size, image_layers=image_layers, text_layers=text_layers, width=width,
@@ -49,8 +49,6 @@ def train_clip_ancestry(data: str, out: str | Path, config, *, vocabulary: Seque
 
 def write_clip_descendant(stack: ClipStack, tokenizer: CaptionTokenizer | None, out: str | Path) -> Path:
     if tokenizer is None:
-        from ..errors import ConfigError
-
         raise ConfigError("this CLIP has no compact tokenizer (its ancestry was a pretrained CLIP): save it with "
                           "the Python API (learngene.methods.mm_lg.expand_clip(..., library='open_clip'))")
     return save_clip_ancestry(stack, tokenizer, out)

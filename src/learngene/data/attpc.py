@@ -67,6 +67,8 @@ import numpy as np
 from learngene._io import atomic_replace_dir
 from learngene.errors import ConfigError, DatasetNotFoundError
 from learngene.data.sources import default_cache_dir
+from learngene.data.dataset import DatasetInfo, ImageDataset
+from learngene.data.processing import compute_mean_std, convert_stats, to_float_images
 
 CLASS_NAMES = ("proton", "carbon", "junk")
 PROJECTIONS = ("xy+zy", "xy", "zy")
@@ -441,9 +443,6 @@ def load_attpc(
     split's stats to test a model on a noisy test split as it was trained.
     """
     import torch
-
-    from learngene.data.dataset import DatasetInfo, ImageDataset
-    from learngene.data.processing import compute_mean_std, convert_stats, to_float_images
 
     images, labels = load_split(config, split, cache_dir=cache_dir)
     pixels = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)  # uint8 [N, 1, S, S]

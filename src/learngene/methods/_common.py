@@ -11,8 +11,9 @@ from timm.models import adapt_input_conv
 from ..arch import ViTArch
 from ..data.tensors import tensor_pair
 from ..errors import ConfigError
-from ..stack import VitStack
+from ..stack import VitStack, from_stack
 from ..stack.init import blank_stack, materialize
+from ..train import TrainConfig, fit
 
 Tensors = dict[str, torch.Tensor]
 
@@ -161,8 +162,6 @@ def grow_with_inherited_layers(gene, arch: ViTArch, layers: list[int], positions
     inherited blocks are never drawn, see ``blank_stack``); the stem is inherited (and
     fitted) when stored, the final norm and classifier when stored and the label space matches.
     """
-    from ..stack import from_stack
-
     ancestry = gene.ancestry_arch
     stack = blank_stack(arch)
     for layer, position in zip(layers, positions):
@@ -190,8 +189,6 @@ def distill_from_ancestry(student: torch.nn.Module, ancestry: torch.nn.Module, t
     lr, weight_decay, warmup_epochs, seed, distill_alpha, distill_tau, device). The ancestry is
     moved back to its own device afterwards (fit moves the teacher to the training device).
     """
-    from ..train import TrainConfig, fit
-
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=config.distill_alpha,

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from learngene.errors import ConfigError
 
 # Parameter names (last dotted component) that never get weight decay, even if a model
 # does not declare them in no_weight_decay(): learned tokens and position embeddings.
@@ -56,8 +57,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
     groups = [g for g in param_groups(model, weight_decay) if g["params"]]
     if not groups:
-        from learngene.errors import ConfigError
-
         raise ConfigError("the model has no trainable parameters (all requires_grad=False); nothing to train")
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 

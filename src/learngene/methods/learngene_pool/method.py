@@ -56,6 +56,7 @@ from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initia
                           unpack_anchors)
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, check_matches, default_matches, make_extra_loss, recording
+from ...train import TrainConfig, fit
 
 METHOD = "learngene-pool"
 STUDENTS = "students"
@@ -64,8 +65,6 @@ MAPS = "maps"
 
 def _distil(trainer: PoolStudent, ancestry: VisionTransformer, data: Any, config: LearngenePoolConfig):
     """One student's distillation run with ``fit`` (soft KD with alpha = 1 - a, feature terms via extra_loss)."""
-    from ...train import TrainConfig, fit
-
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs, seed=config.seed, distill="soft", distill_alpha=1.0 - config.loss_alpha,

@@ -24,6 +24,8 @@ from ...clip.stack import TOWERS, ClipStack, Tower
 from ...stack import BLOCK_MATRICES
 from .._common import pack, unpack
 from .._computed import register_nested, strip_parameters
+from ...train import TrainConfig, fit
+from ...train.flops import forward_flops_per_sample
 
 Tensors = dict[str, torch.Tensor]
 BlockRule = Callable[[Tensors, str, int], list[Tensors]]
@@ -91,9 +93,6 @@ class CondensedClip(nn.Module):
 def condense(aux: CondensedClip, teacher: nn.Module, pairs, config) -> dict[str, Any]:
     """Train ``aux`` on caption pairs: InfoNCE + ``distill_weight`` x (1 - cos) to the teacher's
     embeddings, per tower. Returns the cost (samples, FLOPs incl. the teacher's forward) and summary."""
-    from ...train import TrainConfig, fit
-    from ...train.flops import forward_flops_per_sample
-
     teacher = teacher.eval()
     teacher_wrapped = ContrastiveClip(teacher, pairs.tokens)
     student = ContrastiveClip(aux, pairs.tokens)

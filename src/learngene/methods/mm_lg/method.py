@@ -46,6 +46,9 @@ from ...registry import config_to_dict
 from .._common import pack, unpack
 from .condense import CondensedClip, build_stack, build_tower, condense, shell_tensors
 from .config import MmlgConfig
+from ...version import __version__
+from ...clip.hf_adapter import stack_to_hf
+from ...clip.data import CaptionPairs, CaptionTokenizer, load_caption_pairs
 
 Tensors = dict[str, torch.Tensor]
 
@@ -117,9 +120,7 @@ def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None)
 
 
 def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack, cost: dict, num_samples: int) -> Artifact:
-    from ... import __version__
-
-    classifier_arch = {k: v for k, v in image_classifier_arch(stack.arch, 0).items() if k != "pre_norm"}
+    classifier_arch = {k: v for k, v in image_classifier_arch(stack.arch, 0).to_dict().items() if k != "pre_norm"}
     provenance = {
         "ancestry": {"arch": classifier_arch, "clip_arch": stack.arch, "num_parameters": stack.num_parameters(),
                      "source": "clip"},
@@ -156,8 +157,6 @@ def expand_clip(gene: Artifact, *, image_layers: int | None = None, text_layers:
     if library == "open_clip":
         return stack_to_open_clip(stack)
     if library == "hf":
-        from ...clip.hf_adapter import stack_to_hf
-
         return stack_to_hf(stack)
     raise ConfigError(f"library must be 'open_clip', 'hf' or None, got {library!r}")
 
@@ -187,8 +186,6 @@ def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Artifact:
     ``ancestry`` is any CLIP source ``load_clip_ancestry`` reads (a folder of ``learngene
     clip-ancestry``, a model, 'open_clip:...', 'hf:...'); ``data`` a dataset name, captioned with
     the ancestry's own tokenizer, or ``CaptionPairs``."""
-    from ...clip.data import CaptionPairs, load_caption_pairs
-
     stack, tokenizer = load_clip_ancestry(ancestry)
     if isinstance(data, CaptionPairs):
         pairs = data
@@ -205,8 +202,6 @@ def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Artifact:
 
 def gene_tokenizer(gene: Artifact):
     """The compact tokenizer the learngene's ancestry used (None for a pretrained-vocabulary CLIP)."""
-    from ...clip.data import CaptionTokenizer
-
     values = gene.provenance.get("tokenizer")
     return CaptionTokenizer.from_dict(values) if values else None
 

@@ -23,7 +23,7 @@ from .._common import pack, unpack
 from .._linear_expand import linear_expand
 from .condense import CondensedClip, build_stack, condense, shell_tensors
 from .config import MmlgConfig
-from .method import make_learngene
+from .method import clip_arch_of, make_learngene
 
 Tensors = dict[str, torch.Tensor]
 
@@ -63,8 +63,6 @@ def extract_tleg_towers(ancestry: Any, config: MmlgConfig, pairs):
 
 
 def expand_tleg_towers(gene, *, image_layers: int, text_layers: int) -> ClipStack:
-    from .method import clip_arch_of
-
     arch = clip_arch_of(gene)
     arch["image"]["layers"], arch["text"]["layers"] = image_layers, text_layers
     return build_stack(gene.tensors, tleg_tower_blocks, arch).clone()

@@ -30,14 +30,13 @@ from ...stack import to_stack
 from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
                           unpack_anchors)
 from .config import SnNetConfig
+from ...train import TrainConfig, fit
 
 METHOD = "sn-net"
 ANCHORS = "anchors"
 
 
 def _train(anchor: VisionTransformer, data: Any, config: SnNetConfig):
-    from ...train import TrainConfig, fit
-
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, seed=config.seed,
                                checkpoint=False, device=config.device)
