@@ -290,6 +290,23 @@ def test_heuristic_spread_places_layers_by_relative_depth(ancestry):
     assert place_layers([9, 10, 11], "last", 12, 4) == [1, 2, 3]
 
 
+@pytest.mark.parametrize("options,positions", [
+    (dict(rule="first", k=2), [0, 1]),
+    (dict(rule="last", k=2), [4, 5]),
+    (dict(rule="spread", k=2), [0, 5]),   # ancestry layers 0 and 3 of 4, by relative depth
+    (dict(layers=[1, 2]), [2, 3]),        # round(1 * 5 / 3), round(2 * 5 / 3)
+    (dict(layers=[1, 2, 3]), [2, 3, 5]),  # explicit layers spread, even the ones the default rule picks
+])
+def test_heuristic_places_layers_by_its_rule_in_a_deeper_descendant(options, positions):
+    """Depth 6 from a depth-4 ancestry: where each inherited block lands, found by its weights."""
+    ancestry = randomize_(tiny_vit())
+    gene = learngene.extract("heuristic", ancestry, **options)
+    parent, kid = to_stack(ancestry), to_stack(gene.expand(depth=6, seed=0))
+    found = [p for layer in gene.config["layers"] for p in range(6)
+             if torch.equal(kid.blocks[p]["fc1.weight"], parent.blocks[layer]["fc1.weight"])]
+    assert found == positions
+
+
 @pytest.mark.parametrize("options,match", [
     (dict(rule="middle"), "rule must be one of"),
     (dict(k=0), "k must be a positive integer"),

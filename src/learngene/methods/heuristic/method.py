@@ -59,8 +59,15 @@ def place_layers(layers: list[int], placement: str, ancestry_depth: int, depth: 
     return positions
 
 
-def _placement(config: dict[str, Any]) -> str:
-    return "spread" if config.get("layers") is not None else config["rule"]
+def _placement(config: dict[str, Any], ancestry_depth: int) -> str:
+    """How expand places the stored layers: as the rule that selected them ("first", "last"), else
+    by relative depth ("spread"; explicit layers are stored with rule "spread", and a rule whose
+    selection is not the stored layers spreads them too)."""
+    rule = config["rule"]
+    if rule in ("first", "last") and config["layers"] == select_layers(HeuristicConfig(rule=rule, k=config["k"]),
+                                                                       ancestry_depth):
+        return rule
+    return "spread"
 
 
 def extract(ancestry, config: HeuristicConfig, data=None) -> Learngene:
@@ -73,8 +80,8 @@ def extract(ancestry, config: HeuristicConfig, data=None) -> Learngene:
         tensors.update(pack("stem", stack.stem))
     if config.keep_head:
         tensors.update(pack("head", stack.head))
-    method_config = {**vars(config), "layers": layers}
-    method_config["rule"] = config.rule
+    # Explicit layers are placed by relative depth: record that as the rule (extract always stores the layers).
+    method_config = {**vars(config), "layers": layers, "rule": "spread" if config.layers is not None else config.rule}
     return Learngene(method="heuristic", config=method_config, tensors=tensors)
 
 
@@ -96,5 +103,6 @@ def expand(gene: Learngene, arch: dict[str, Any]):
     ancestry = gene.ancestry_arch
     require_same_width("heuristic", arch, ancestry)
     layers = inherited_layers(gene)
-    positions = place_layers(layers, _placement(gene.config), int(ancestry["depth"]), int(arch["depth"]))
+    positions = place_layers(layers, _placement(gene.config, int(ancestry["depth"])), int(ancestry["depth"]),
+                             int(arch["depth"]))
     return grow_with_inherited_layers(gene, arch, layers, positions)
