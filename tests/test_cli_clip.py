@@ -9,8 +9,12 @@ import pytest
 
 pytest.importorskip("open_clip", reason="open_clip_torch is not installed (pip install 'learngene-kit[clip]')")
 
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
 from learngene.cli import main  # noqa: E402
-from learngene.clip import load_clip_ancestry, stack_to_open_clip  # noqa: E402
+from learngene.clip import evaluate_clip, load_caption_pairs, load_clip_ancestry, stack_to_open_clip  # noqa: E402
 
 TINY = ["--width", "24", "--heads", "2", "--image-layers", "2", "--text-layers", "2"]
 
@@ -25,6 +29,13 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def recorded_is_what_ran(folder) -> dict:
+    """config.yaml's train section, checked against the TrainConfig train_summary.json says ran."""
+    train = yaml.safe_load((folder / "config.yaml").read_text())["train"]
+    assert train == json.loads((folder / "train_summary.json").read_text())["config"]
+    return train
+
+
 def test_clip_ancestry_extract_expand_finetune_eval(tmp_path, capsys):
     anc = tmp_path / "clip-ancestry"
     code, out, err = run(capsys, "clip-ancestry", "--data", "digits", "--limit", "256", "--epochs", "1",
@@ -34,6 +45,8 @@ def test_clip_ancestry_extract_expand_finetune_eval(tmp_path, capsys):
     assert summary["pairs"] == 256 and summary["samples_seen"] == 256 and 0 <= summary["test"]["zero_shot_acc"] <= 1
     stack, tokenizer = load_clip_ancestry(str(anc))
     assert len(stack.image.blocks) == 2 and stack.arch["image"]["width"] == 24
+    assert recorded_is_what_ran(anc)["batch_size"] == 64
+    assert yaml.safe_load((anc / "config.yaml").read_text())["limit"] == 256
     # the vocabulary covers every registered dataset's class words, not only the training data's
     assert tokenizer(["a photo of a small dark sneaker"])[0, 1:-1].ne(1).all()
 
@@ -60,10 +73,19 @@ def test_clip_ancestry_extract_expand_finetune_eval(tmp_path, capsys):
     assert code == 0, err
     result = last_json(out)
     assert set(result["before"]) == set(result["after"]) >= {"zero_shot_acc", "r@1", "r@5"}
+    assert recorded_is_what_ran(tuned)["epochs"] == 1
+    before, after = load_clip_ancestry(str(child))[0], load_clip_ancestry(str(tuned))[0]
+    for tower in ("image", "text"):  # the trained weights were saved
+        for mine, theirs in zip(before.tower(tower).blocks, after.tower(tower).blocks):
+            assert not torch.equal(mine["fc1.weight"], theirs["fc1.weight"]), tower
     code, out, err = run(capsys, "eval", tuned, "--data", "digits")
     assert code == 0, err
     metrics = last_json(out)
     assert metrics["r@5"] >= metrics["r@1"] and metrics["zero_shot_acc"] == pytest.approx(result["after"]["zero_shot_acc"])
+    code, out, err = run(capsys, "eval", tuned, "--data", "digits", "--split", "train")
+    assert code == 0, err
+    on_train = evaluate_clip(stack_to_open_clip(after), load_caption_pairs("digits", "train", grown_tok))
+    assert {k: v for k, v in last_json(out).items() if k in on_train} == pytest.approx(on_train)
 
     # the single-modality descendant: the image tower as a plain timm ViT classifier
     vit = tmp_path / "vit"
@@ -71,6 +93,12 @@ def test_clip_ancestry_extract_expand_finetune_eval(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run(capsys, "finetune", vit, "--data", "digits", "--epochs", "1", "--out", tmp_path / "vit-tuned")
     assert code == 0, err
+    logged = last_json(out)["eval_acc"]
+    start, trained = load_file(str(vit / "model.safetensors")), load_file(str(tmp_path / "vit-tuned" / "model.safetensors"))
+    assert start.keys() == trained.keys() and not torch.equal(start["blocks.1.mlp.fc1.weight"],
+                                                              trained["blocks.1.mlp.fc1.weight"])
+    code, out, err = run(capsys, "eval", tmp_path / "vit-tuned", "--data", "digits")
+    assert code == 0 and last_json(out)["acc"] == logged, err
 
     code, out, err = run(capsys, "expand", gene, "--text-depth", "2", "--out", tmp_path / "bad")
     assert code == 2 and "--clip" in err

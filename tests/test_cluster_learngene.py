@@ -212,7 +212,8 @@ def test_more_heads_than_the_ancestry_share_representatives(twins, data):
     assert torch.equal(q[0], stored[0, ::2]) and torch.equal(q[1], stored[1, ::2])
 
 
-def test_ffn_transform_trains_and_fold_is_exact(data):
+def test_ffn_transform_trains_and_fold_is_exact(data, monkeypatch):
+    import learngene.methods._weight_maps as peg_maps  # the chunked maps the transforms run through
     from learngene.train import TrainConfig, fit
 
     gene = learngene.extract("cluster-learngene", scaled_random_(tiny_vit()), data=data, eps=1e-6,
@@ -238,6 +239,7 @@ def test_ffn_transform_trains_and_fold_is_exact(data):
     with torch.no_grad():  # far from the start: the ReLU bites
         for _, p in transform:
             p.add_(0.3 * torch.randn_like(p))
+    monkeypatch.setattr(peg_maps, "FOLD_CHUNK", 100)  # folding runs in many chunks, through its buffers
     folded = fold(desc)
     assert type(folded) is timm.models.vision_transformer.VisionTransformer
     x = torch.randn(3, 1, 28, 28)
@@ -245,6 +247,21 @@ def test_ffn_transform_trains_and_fold_is_exact(data):
     assert torch.equal(desc(x), folded(x))
     layers = to_stack(folded).blocks
     assert not torch.equal(layers[0]["fc1.weight"], layers[5]["fc1.weight"])  # the layers now differ
+
+    # By hand: layer j's FFN is the transform Linear(1 -> 2n) -> ReLU -> Linear(2n -> n) applied to
+    # every element of the (trained) kept FFN, output j; its attention tensors are its own parameters.
+    ffn = desc.group(f"ffn.{kept}")
+    assert not torch.equal(ffn["fc1.weight"], gene.tensors[f"ffn.{kept}.fc1.weight"])  # trained, not the stored
+    seq = desc.transforms[str(kept)]
+    (w1, b1), (w2, b2) = ((seq[i].weight.detach(), seq[i].bias.detach()) for i in (0, 2))  # [2n, 1], [n, 2n]
+    assert desc.members == {kept: [0, 1, 2, 3, 4, 5]}
+    for j, block in enumerate(layers):
+        for key, t in ffn.items():
+            hidden = torch.relu(torch.einsum("m,...->m...", w1[:, 0], t.detach()) + b1.view(-1, *[1] * t.dim()))
+            by_hand = torch.einsum("m,m...->...", w2[j], hidden) + b2[j]
+            torch.testing.assert_close(block[key], by_hand, rtol=1e-5, atol=1e-6, msg=f"layer {j} {key}")
+        for key, t in desc.group(f"blocks.{j}").items():
+            assert torch.equal(block[key], t), (j, key)
 
 
 # -- config, artifact, CLI --------------------------------------------------------------------------

@@ -287,6 +287,57 @@ def test_fold_is_exact_for_trained_maps(drawn):
         assert torch.equal(desc(x), model(x))
 
 
+def mlp_by_hand(seq: torch.nn.Sequential, t: torch.Tensor, axis: int) -> torch.Tensor:
+    """A map Linear(n_in -> h) -> ReLU -> Linear(h -> n_out) applied to every vector of ``t``
+    along ``axis``, written as two einsums over that axis (not the library's matrix layout)."""
+    (w1, b1), (w2, b2) = ((seq[i].weight.detach(), seq[i].bias.detach()) for i in (0, 2))
+    x = t.detach().movedim(axis, 0)                                            # [n_in, ...]
+    widen = (slice(None),) + (None,) * (x.dim() - 1)
+    hidden = torch.relu(torch.einsum("hn,n...->h...", w1, x) + b1[widen])      # [h, ...]
+    return (torch.einsum("oh,h...->o...", w2, hidden) + b2[widen]).movedim(0, axis)  # n_out along axis
+
+
+@pytest.mark.parametrize("shape", [dict(depth=3, num_heads=3), dict(depth=5, num_heads=2, global_pool="avg")])
+def test_fold_of_a_trained_descendant_by_hand(drawn, data, shape, monkeypatch):
+    """Trained a few steps (maps no longer interpolations, learngene tensors moved too), the
+    descendant folds into a timm ViT whose logits are the trainable module's (autograd on,
+    through functional_call) and whose blocks are the maps applied by hand to the trained
+    learngene layers: per block l, the layer map over L_b, then the head map of l over H_b
+    (q/k: head_qk, v: head_v, proj's input columns: head_o), then the extra head dims."""
+    import learngene.methods._weight_maps as peg_maps
+
+    desc = expand_trainable(drawn, num_classes=10, seed=0, **shape)
+    start = {k: v.clone() for k, v in desc.state_dict().items()}
+    fit(desc, data, config=TrainConfig(epochs=1, batch_size=16, warmup_epochs=0.0, lr=1e-2, checkpoint=False,
+                                       device="cpu"), progress=False)
+    trained = desc.state_dict()
+    for name in ("maps.layer_attn.0.weight", "maps.layer_ffn.2.weight", "maps.head_qk.1.0.weight",
+                 "maps.head_v.1.0.weight", "maps.head_o.1.2.weight", "layers.q.weight", "layers.fc1.weight"):
+        assert not torch.equal(start[name], trained[name]), name
+    monkeypatch.setattr(peg_maps, "FOLD_CHUNK", 100)  # folding runs in many chunks, through its buffers
+    desc.eval()
+    model = fold(desc).eval()
+    x = data.tensors[0][:4]
+    assert torch.equal(desc(x), model(x))
+
+    layers, maps, extra = desc.group("layers"), desc.maps, desc.group("extra")
+    kid = to_stack(model)
+    for l in (0, shape["depth"] - 1):
+        block = kid.blocks[l]
+        for key, head_map in (("q.weight", maps.head_qk), ("k.bias", maps.head_qk), ("v.weight", maps.head_v),
+                              ("proj.weight", maps.head_o)):
+            head_axis = 1 if key == "proj.weight" else 0
+            mixed = mlp_by_hand(maps.layer_attn, layers[key], 0)[l]                    # L_b -> L_d
+            mixed = mlp_by_hand(head_map[l], mixed, head_axis)                         # H_b -> H_d
+            if key in extra:  # more dims per head than the learngene's: the descendant's own come after
+                mixed = torch.cat([mixed, extra[key][l].detach()], dim=head_axis + 1)
+            torch.testing.assert_close(block[key], mixed, rtol=1e-5, atol=1e-6, msg=f"block {l} {key}")
+        for key, layer_map in (("norm1.weight", maps.layer_attn), ("proj.bias", maps.layer_attn),
+                               ("fc1.weight", maps.layer_ffn), ("fc2.bias", maps.layer_ffn)):
+            torch.testing.assert_close(block[key], mlp_by_hand(layer_map, layers[key], 0)[l], rtol=1e-5, atol=1e-6,
+                                       msg=f"block {l} {key}")
+
+
 def test_maps_receive_gradients_and_train_with_the_descendant(drawn, data):
     desc = expand_trainable(drawn, depth=3, num_heads=4, num_classes=10, seed=0)
     desc(torch.randn(4, 1, 28, 28)).logsumexp(1).mean().backward()

@@ -42,8 +42,15 @@ def select_layers(config: HeuristicConfig, ancestry_depth: int) -> list[int]:
     return sorted({round(j * (ancestry_depth - 1) / (k - 1)) for j in range(k)})
 
 
-def _placement(config: dict[str, Any]) -> str:
-    return "spread" if config.get("layers") is not None else config["rule"]
+def _placement(config: dict[str, Any], ancestry_depth: int) -> str:
+    """How expand places the stored layers: as the rule that selected them ("first", "last"), else
+    by relative depth ("spread"; explicit layers are stored with rule "spread", and a rule whose
+    selection is not the stored layers spreads them too)."""
+    rule = config["rule"]
+    if rule in ("first", "last") and config["layers"] == select_layers(HeuristicConfig(rule=rule, k=config["k"]),
+                                                                       ancestry_depth):
+        return rule
+    return "spread"
 
 
 def extract(ancestry, config: HeuristicConfig, data=None) -> Artifact:
@@ -56,8 +63,8 @@ def extract(ancestry, config: HeuristicConfig, data=None) -> Artifact:
         tensors.update(pack("stem", stack.stem))
     if config.keep_head:
         tensors.update(pack("head", stack.head))
-    method_config = {**vars(config), "layers": layers}
-    method_config["rule"] = config.rule
+    # Explicit layers are placed by relative depth: record that as the rule (extract always stores the layers).
+    method_config = {**vars(config), "layers": layers, "rule": "spread" if config.layers is not None else config.rule}
     return Artifact(method="heuristic", config=method_config, tensors=tensors)
 
 
@@ -79,5 +86,5 @@ def expand(gene: Artifact, arch: ViTArch):
     ancestry = gene.ancestry_arch
     require_same_width("heuristic", arch, ancestry)
     layers = inherited_layers(gene)
-    positions = place_layers(layers, _placement(gene.config), ancestry.depth, arch.depth)
+    positions = place_layers(layers, _placement(gene.config, ancestry.depth), ancestry.depth, arch.depth)
     return grow_with_inherited_layers(gene, arch, layers, positions)
