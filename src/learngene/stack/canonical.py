@@ -61,6 +61,9 @@ class VitStack:
     head: Tensors = field(default_factory=dict)
     init_seed: int | None = None  # seeds the fresh init of meta placeholders (see stack/init.py)
 
+    def __post_init__(self) -> None:
+        self.arch = ViTArch.from_dict(self.arch)  # VisionTransformer kwargs are accepted too
+
     @property
     def depth(self) -> int:
         return len(self.blocks)

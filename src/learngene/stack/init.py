@@ -64,10 +64,10 @@ TRUNC_BOUND = 2.0
 CLS_TOKEN_STD = 1e-6   # timm: nn.init.normal_(cls_token, std=1e-6)
 
 
-def has_table_init(arch: ViTArch) -> bool:
+def has_table_init(arch: "ViTArch | dict") -> bool:
     """True when timm's init of ``arch`` is exactly the table above (the default init of a
     plain ViT); False for anything else (then use timm's model)."""
-    return {name for name, _ in arch.extra} <= _INIT_NEUTRAL_KEYS
+    return {name for name, _ in ViTArch.from_dict(arch).extra} <= _INIT_NEUTRAL_KEYS
 
 
 @lru_cache(maxsize=32)
@@ -80,13 +80,14 @@ def _shapes(arch_json: str) -> tuple[dict, list[dict], dict]:
     return spec(stack.stem), [spec(b) for b in stack.blocks], spec(stack.head)
 
 
-def blank_stack(arch: ViTArch) -> VitStack:
+def blank_stack(arch: "ViTArch | dict") -> VitStack:
     """A stack of ``arch`` whose tensors are meta placeholders (no memory, no random draws yet).
 
     Draws ``init_seed`` from the global torch RNG. Replace placeholders with real tensors
     freely; ``materialize`` (or ``from_stack``) initialises the rest. For an architecture
     without table init (see ``has_table_init``) the stack is timm's own model, initialised.
     """
+    arch = ViTArch.from_dict(arch)  # VisionTransformer kwargs are accepted too
     if not has_table_init(arch):
         return to_stack(create_vit(arch))
     try:

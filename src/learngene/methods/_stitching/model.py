@@ -21,7 +21,7 @@ from torch import nn
 
 from ..._io import atomic_save_safetensors, atomic_write_json
 from ...errors import ArtifactError, ConfigError, LearngeneError
-from ...arch import MAX_DEPTH, validate_arch
+from ...arch import MAX_DEPTH, ViTArch, validate_arch
 
 STITCHED_CONFIG = "stitched_config.json"
 STITCHED_WEIGHTS = "model.safetensors"
@@ -37,6 +37,8 @@ def arch_value(arch: dict[str, Any], key: str) -> Any:
 
 
 def _check_arch(arch: Any, what: str) -> dict[str, Any]:
+    if isinstance(arch, ViTArch):
+        arch = arch.to_dict()
     try:
         validate_arch(arch)
     except ConfigError as e:
