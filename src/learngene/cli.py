@@ -439,11 +439,12 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
 
 
 def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = None, seeds: str | None = None,
-              out: str = "runs/bench", results_dir: str = "benchmarks/results", ancestry: str | None = None,
+              out: str = "runs/bench", results_dir: str | None = None, ancestry: str | None = None,
               workers: int = 1) -> None:
     """Run a benchmark suite: ancestry -> learngenes -> descendants x datasets x seeds, cached per cell.
 
-    Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite.
+    Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite
+    (RESULTS_DIR defaults to OUT/results; `--results-dir benchmarks/results` updates the committed ones).
 
     Args:
         suite: a suite name under benchmarks/suites/ (mini, smoke) or a suite YAML file.
@@ -451,7 +452,7 @@ def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = 
         datasets: run only these datasets (comma-separated).
         seeds: run these seeds instead of the suite's (comma-separated).
         out: cache folder: ancestry, learngenes, one JSON record per cell.
-        results_dir: where the results JSON, markdown table and plots go.
+        results_dir: where the results JSON, markdown table and plots go (default: OUT/results).
         ancestry: use this ancestry folder instead of training (or reusing) the suite's.
         workers: train this many cells at once, one process each, torch threads split between them.
     """
