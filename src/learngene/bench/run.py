@@ -95,7 +95,8 @@ def _suite_ancestry(suite: Suite, out: Path, given: str | None) -> tuple[Path, s
         return path, wanted, meta
     path = Path(given)
     if not (path / "model_config.json").is_file():
-        raise ConfigError(f"--ancestry {given}: not an ancestry folder (model_config.json is missing); "
+        what = "model_config.json is missing" if path.exists() else "it does not exist"
+        raise ConfigError(f"--ancestry {given} is not an ancestry folder: {what}; "
                           "train one with `learngene ancestry` or leave --ancestry out")
     meta = json.loads((path / "model_config.json").read_text())
     key = recorded_ancestry_key(path)
