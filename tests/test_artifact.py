@@ -41,6 +41,26 @@ def test_save_replaces_existing_folder_whole(saved, tmp_path):
     assert learngene.load(path).num_parameters == other.num_parameters
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_modes_follow_the_umask(tmp_path, umask):
+    """Files and folders get the modes open() and mkdir() would give them, not the temp files'
+    private 0600 / 0700."""
+    from learngene._io import atomic_write_text
+
+    gene = learngene.extract("heuristic", randomize_(tiny_vit()), k=1)
+    old = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "notes.txt", "hello")
+        path = gene.save(tmp_path / "gene")
+        gene.save(path)  # replacing an existing folder gives the same modes
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(text) == 0o666 & ~umask
+    assert mode(path) == 0o777 & ~umask
+    assert {mode(path / name) for name in (CONFIG_NAME, WEIGHTS_NAME)} == {0o666 & ~umask}
+
+
 def test_truncated_safetensors(saved):
     _, path = saved
     data = (path / WEIGHTS_NAME).read_bytes()

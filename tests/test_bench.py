@@ -132,6 +132,21 @@ def test_rerun_hits_the_cache(smoke, capsys):
     assert [r["top1"] for r in after] == [r["top1"] for r in before]
 
 
+def test_results_go_to_the_out_folder_by_default(smoke, tmp_path, capsys, monkeypatch):
+    """Run from a checkout, a bench leaves the committed benchmarks/results alone unless
+    --results-dir names it: by default the results go to OUT/results."""
+    _, cache, _ = smoke
+    committed = tmp_path / "benchmarks" / "results"
+    committed.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "bench", SMOKE, "--out", cache)
+    assert code == 0 and "0 cells trained, 8 cached" in out
+    assert not list(committed.iterdir())
+    results = json.loads((cache / "results" / "smoke.json").read_text())
+    assert "--results-dir" not in results["command"] and len(results["records"]) == 6
+    assert {p.name for p in (cache / "results").iterdir()} >= {"smoke.json", "smoke.md", "smoke-params.png"}
+
+
 def test_methods_seeds_and_ancestry_restrict_the_run(smoke, tmp_path, capsys):
     _, cache, _ = smoke
     code, out, _ = run(capsys, "bench", SMOKE, "--methods", "scratch", "--seeds", "0", "--out", tmp_path / "cache",

@@ -103,11 +103,18 @@ def test_extract_info_expand(trained_ancestry, tmp_path, capsys):
     gene = tmp_path / "gene"
     code, out, _ = run(capsys, "extract", "heuristic", "--ancestry", trained_ancestry, "--out", gene, "k=2", "rule=first")
     assert code == 0 and last_json(out)["config"]["layers"] == [0, 1]
+    resolved = yaml.safe_load((gene / "config.yaml").read_text())  # the method's defaults filled in
+    assert resolved["command"] == "extract" and resolved["ancestry"] == str(trained_ancestry)
+    assert resolved["options"]["k"] == 2 and resolved["options"]["rule"] == "first"
+    assert "keep_head" in resolved["options"]
     code, out, _ = run(capsys, "info", gene)
     assert code == 0 and "stored parameters" in out and "depth >= 2" in out
     child = tmp_path / "child"
     code, out, _ = run(capsys, "expand", gene, "--depth", "3", "--num-classes", "10", "--out", child)
     assert code == 0 and last_json(out)["depth"] == 3
+    resolved = yaml.safe_load((child / "config.yaml").read_text())
+    assert resolved["command"] == "expand" and resolved["gene"] == str(gene)
+    assert (resolved["depth"], resolved["num_classes"], resolved["seed"]) == (3, 10, 0)
     ancestry, grown = weights(trained_ancestry), weights(child)
     assert len({k.split(".")[1] for k in grown if k.startswith("blocks.")}) == 3
     # rule "first": ancestry blocks 0 and 1 sit at descendant positions 0 and 1, the stem with them
@@ -207,6 +214,14 @@ def test_yaml_config_and_override_precedence(trained_ancestry, tmp_path, capsys)
     (["ancestry", "--data", "imagefolder:/nonexistent/folder", "--epochs", "1"], "/nonexistent/folder"),
     (["ancestry", "--epochs", "0"], "epochs must be"),
     (["extract", "heuristic", "--config", "/nonexistent.yaml"], "does not exist"),
+    # a path that names nothing: the message names the argument as given, and what it should be
+    (["finetune", "/nonexistent/model"], "/nonexistent/model is not a model folder or learngene folder: it does not"),
+    (["eval", "/nonexistent/model"], "/nonexistent/model is not a model folder: it does not exist"),
+    (["expand", "/nonexistent/gene"], "/nonexistent/gene is not a learngene folder: it does not exist"),
+    (["info", "/nonexistent/gene"], "/nonexistent/gene is not a learngene folder: it does not exist"),
+    (["extract", "heuristic", "--ancestry", "/nonexistent/anc"], "--ancestry /nonexistent/anc is not an ancestry"),
+    (["demo", "--ancestry", "/nonexistent/anc"], "--ancestry /nonexistent/anc is not an ancestry folder: it does not"),
+    (["bench", "smoke", "--ancestry", "/nonexistent/anc"], "--ancestry /nonexistent/anc is not an ancestry folder"),
 ])
 def test_bad_input_is_one_clear_line(capsys, argv, message):
     code, out, err = run(capsys, *argv)

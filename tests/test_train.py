@@ -157,6 +157,26 @@ def test_learns_the_synthetic_task():
     assert h[-1]["flops_so_far"] == r.train_flops and h[-1]["lr"] == pytest.approx(1e-5)
 
 
+def test_progress_off_a_terminal_is_one_plain_line_per_epoch(capsys):
+    """stderr captured (not a terminal, as in a log file or CI): no bar, one line per epoch with
+    loss, accuracy, images/s and, where evaluated, eval accuracy; the numbers are a silent run's."""
+    train, test = make_data(64), make_data(32, seed=1)
+    quiet, shown = make_model(), make_model()
+    r_quiet = fit(quiet, train, test, cfg(eval_every=2), progress=False)
+    assert capsys.readouterr().err == ""
+    r_shown = fit(shown, train, test, cfg(eval_every=2), progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 3 and "\r" not in err, err
+    for line, r in zip(lines, r_shown.history):
+        assert line.startswith(f"epoch {r['epoch']}/3: loss {r['train_loss']:.4f}, acc {r['train_acc']:.3f}, "), line
+        assert f"{r['images_per_s']:.0f} images/s" in line
+        assert ("eval acc" in line) == (r["eval_acc"] is not None)  # epochs 2 and 3 (the last) are evaluated
+    assert lines[1].endswith(f", eval acc {r_shown.history[1]['eval_acc']:.3f}")
+    assert strip_timing(r_shown.history) == strip_timing(r_quiet.history)
+    assert_same_weights(quiet, shown)
+
+
 class ListDataset(Dataset):
     """A plain map-style dataset: forces the DataLoader fallback."""
 

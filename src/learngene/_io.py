@@ -37,8 +37,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows: ``os.umask`` can only
+    be read by setting it, and for that instant files other threads create would get its
+    stand-in (Linux >= 4.7 reports it in /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``."""
+    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``.
+
+    The file gets the mode ``open()`` would give a new file (0666 less the umask), not the
+    temp file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,6 +65,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # after: some writers (safetensors) make a new file
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -128,7 +148,8 @@ def atomic_replace_dir(path: str | os.PathLike, fill: Callable[[Path], None]) ->
     On Linux the two folders are exchanged in one atomic step, so ``path`` always holds
     the old or the new complete folder. Elsewhere the old folder is first renamed to
     ``.NAME.old-PID``, so ``path`` is briefly absent (a kill right then leaves the old
-    copy there; ``learngene.load`` points at it).
+    copy there; ``learngene.load`` points at it). The folder gets the mode ``mkdir`` would
+    give it (0777 less the umask), not the temp folder's private 0700.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +158,7 @@ def atomic_replace_dir(path: str | os.PathLike, fill: Callable[[Path], None]) ->
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old: Path | None = None
     try:
+        os.chmod(tmp_dir, 0o777 & ~_umask())
         fill(tmp_dir)
         for f in tmp_dir.iterdir():
             if f.is_file():

@@ -172,7 +172,7 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         if aside:  # Artifact.save was killed between moving the old folder aside and moving the new one in
             raise ArtifactError(f"no learngene at {path}: an interrupted save left the previous version at "
                                 f"{aside[-1]}; rename it to {path.name}, or save again")
-        raise ArtifactError(f"no learngene at {path}: the folder does not exist")
+        raise ArtifactError(f"{path} is not a learngene folder: it does not exist; create one with `learngene extract`")
     if not path.is_dir():
         raise ArtifactError(f"{path} is a file; a learngene is a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
     config = _read_config(path)

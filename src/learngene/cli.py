@@ -41,6 +41,17 @@ def _write_resolved(out: Path, command: str, values: dict[str, Any]) -> None:
     atomic_write_text(out / "config.yaml", text)
 
 
+def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:
+    """Stop with one line naming the argument as given when nothing is at that path.
+
+    ``bare_names_too=False``: only where the value looks like a path (a folder separator or a
+    suffix), as ``load_ancestry`` judges it; a bare name may be a preset or a timm model name.
+    """
+    looks_like_path = bare_names_too or os.sep in value or bool(Path(value).suffix)
+    if looks_like_path and not Path(value).exists():
+        raise ConfigError(f"{option + ' ' if option else ''}{value} is not {kind}: it does not exist; {fix}")
+
+
 def _side(img_size: Any) -> int:
     return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
 
@@ -184,14 +195,20 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
         data: dataset the method reads (for methods that need data).
     """
     from .api import extract
-    from .registry import get_method
+    from .registry import config_to_dict, get_method, make_config
 
     options = dict(overrides or {})
     nested = options.pop("options", {})  # YAML presets put method options under `options:`
     options = {**nested, **options}
-    get_method(method)
+    spec = get_method(method)
+    resolved = json.loads(json.dumps(config_to_dict(make_config(spec, options))))  # tuples -> lists, for YAML
+    _require_path(ancestry, "an ancestry folder or weights file",
+                  "train one with `learngene ancestry` (mm-lg: `learngene clip-ancestry`)",
+                  option="--ancestry", bare_names_too=False)
     gene = extract(method, ancestry, data=data, **options)
     path = gene.save(out)
+    # after save, which replaces the folder whole
+    _write_resolved(path, "extract", dict(method=method, ancestry=ancestry, data=data, options=resolved))
     print(json.dumps({"out": str(path), "method": gene.method, "stored_parameters": gene.num_parameters,
                       "config": gene.config}))
 
@@ -217,6 +234,8 @@ def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = N
     from .models import save_model
 
     learngene = load(gene)
+    resolved = dict(gene=gene, depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes,
+                    seed=seed, clip=clip, text_depth=text_depth)
     if clip or text_depth is not None:
         if learngene.method != "mm-lg":
             raise ConfigError(f"--clip/--text-depth grow CLIP descendants of an mm-lg learngene; {gene} is "
@@ -228,11 +247,13 @@ def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = N
 
         stack = expand_clip(learngene, image_layers=depth, text_layers=text_depth, library=None)
         write_clip_descendant(stack, gene_tokenizer(learngene), out)
+        _write_resolved(Path(out), "expand", resolved)
         print(json.dumps({"out": out, "method": learngene.method, "image_layers": len(stack.image.blocks),
                           "text_layers": len(stack.text.blocks), "parameters": stack.num_parameters()}))
         return
     model = learngene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes, seed=seed)
     save_model(model, out, learngene=str(gene), method=learngene.method, seed=seed)
+    _write_resolved(Path(out), "expand", resolved)
     print(json.dumps({"out": out, "method": learngene.method, "depth": len(model.blocks),
                       "embed_dim": model.embed_dim, "parameters": sum(p.numel() for p in model.parameters())}))
 
@@ -269,6 +290,8 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     if overrides:
         raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=...")
     cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    _require_path(model, "a model folder or learngene folder",
+                  "create one with `learngene ancestry`, `expand` or `extract`", bare_names_too=False)
     info = dataset_info(data)
     source = Path(model)
     from .clip.model import is_clip_folder  # needs no open_clip: a file check
@@ -338,6 +361,8 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
 
         print(json.dumps({"model": model, "data": data, "split": split, **evaluate_clip_folder(model, data, split)}))
         return
+    _require_path(model, "a model folder", "create one with `learngene ancestry`, `expand` or `finetune`",
+                  bare_names_too=False)
     net = load_ancestry(model)
     arch = arch_of(net)
     ds = load_dataset(data, split, image_size=arch.side, in_chans=arch.in_chans)
@@ -429,6 +454,9 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
     """
     from .demo import DemoConfig, run_demo
 
+    if ancestry is not None:
+        _require_path(ancestry, "an ancestry folder", "train one with `learngene ancestry` or leave --ancestry out",
+                      option="--ancestry")
     options = dict(overrides or {})
     method_options = options.pop("method_options", None)
     import dataclasses
@@ -444,11 +472,12 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
 
 
 def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = None, seeds: str | None = None,
-              out: str = "runs/bench", results_dir: str = "benchmarks/results", ancestry: str | None = None,
+              out: str = "runs/bench", results_dir: str | None = None, ancestry: str | None = None,
               workers: int = 1) -> None:
     """Run a benchmark suite: ancestry -> learngenes -> descendants x datasets x seeds, cached per cell.
 
-    Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite.
+    Writes RESULTS_DIR/SUITE.json, SUITE.md and SUITE-*.png from every cached cell of the suite
+    (RESULTS_DIR defaults to OUT/results; `--results-dir benchmarks/results` updates the committed ones).
 
     Args:
         suite: a suite name under benchmarks/suites/ (mini, smoke) or a suite YAML file.
@@ -456,7 +485,7 @@ def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = 
         datasets: run only these datasets (comma-separated).
         seeds: run these seeds instead of the suite's (comma-separated).
         out: cache folder: ancestry, learngenes, one JSON record per cell.
-        results_dir: where the results JSON, markdown table and plots go.
+        results_dir: where the results JSON, markdown table and plots go (default: OUT/results).
         ancestry: use this ancestry folder instead of training (or reusing) the suite's.
         workers: train this many cells at once, one process each, torch threads split between them.
     """

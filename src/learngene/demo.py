@@ -7,7 +7,8 @@
 4. print a table (method, depth, parameters, stored parameters, accuracy, training cost)
    and write results.json plus a plot of accuracy vs training epochs.
 
-About 6-8 minutes on 2 CPU cores with a fresh ancestry, about 2 with a cached one.
+`bash scripts/demo.sh` (set-up + this) took 7 min 11 s on 2 CPU cores with a fresh ancestry
+(README, "The demo"; 3.9 min of it the ancestry), about 3 min with a cached one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class DemoConfig:
     ancestry: str | None = None                  # an existing ancestry folder; None = train/reuse one
     ancestry_preset: str = "vit-mini"
     ancestry_data: str = "fashion-mnist"
-    ancestry_epochs: int = 2                     # ~100 s each on 2 cores
+    ancestry_epochs: int = 2                     # ~2 min each on 2 cores
     method: str = "heuristic"                    # the learngene method shown
     method_options: dict[str, Any] = field(default_factory=lambda: {"rule": "first", "k": 3})
     depths: list[int] = field(default_factory=lambda: [3, 6, 9])

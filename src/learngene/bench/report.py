@@ -1,5 +1,5 @@
 """Results: every cached cell of a suite as records, the per-shape summary (mean ± std over
-seeds), benchmarks/results/<suite>.json and .md, and three plots.
+seeds), <results_dir>/<suite>.json and .md, and three plots.
 
 Accounting, per record:
   - ``stored_params``: what must be stored to initialise every shape of the suite. For a

@@ -96,7 +96,8 @@ def _suite_ancestry(suite: Suite, out: Path, given: str | None) -> tuple[Path, s
         return path, wanted, meta
     path = Path(given)
     if not (path / "model_config.json").is_file():
-        raise ConfigError(f"--ancestry {given}: not an ancestry folder (model_config.json is missing); "
+        what = "model_config.json is missing" if path.exists() else "it does not exist"
+        raise ConfigError(f"--ancestry {given} is not an ancestry folder: {what}; "
                           "train one with `learngene ancestry` or leave --ancestry out")
     meta = json.loads((path / "model_config.json").read_text())
     key = recorded_ancestry_key(path)
@@ -262,9 +263,11 @@ def _shape_text(shape: tuple[int, int, int]) -> str:
 
 def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[str] | None = None,
               seeds: list[int] | None = None, out: str | os.PathLike = "runs/bench",
-              results_dir: str | os.PathLike = "benchmarks/results", ancestry: str | None = None,
+              results_dir: str | os.PathLike | None = None, ancestry: str | None = None,
               command: str = "learngene bench", workers: int = 1) -> BenchReport:
-    """Run the selected cells of ``suite`` (all by default), then write the results of every cached cell.
+    """Run the selected cells of ``suite`` (all by default), then write the results of every cached cell
+    into ``results_dir`` (default ``out/results``: a run never overwrites the committed
+    benchmarks/results unless asked to).
 
     ``workers``: train that many cells at once in separate processes (results are the same
     cells; a cell's numbers can differ in the last digits with the thread count)."""
@@ -320,7 +323,7 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
     results = collect_results(suite, cells_dir, akey, arch, ancestry_path, ancestry_meta,
                               seeds=sorted(set(suite.seeds) | set(seeds)), command=command, commit=commit)
-    files = write_results(results, Path(results_dir))
+    files = write_results(results, out / "results" if results_dir is None else Path(results_dir))
     print()
     print(markdown_table(results["summary"]))
     print(f"\n{trained} cells trained, {cached} cached, {skipped} skipped; "
@@ -330,7 +333,7 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
 
 def bench(suite: str, *, methods: str | list[str] | None = None, datasets: str | list[str] | None = None,
-          seeds: str | list[int] | None = None, out: str = "runs/bench", results_dir: str = "benchmarks/results",
+          seeds: str | list[int] | None = None, out: str = "runs/bench", results_dir: str | None = None,
           ancestry: str | None = None, command: str | None = None, workers: int = 1) -> BenchReport:
     """Load a suite by name or path and run it (comma-separated selections, as on the CLI)."""
     loaded = load_suite(suite)

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,15 @@ METRICS = "metrics.jsonl"
 FINAL_MODEL = "model.safetensors"
 SUMMARY = "train_summary.json"
 _POSTFIX_EVERY_S = 2.0  # progress-bar numbers (and the NaN check) need a device sync; do it this rarely
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One plain progress line per epoch, for logs where no bar is drawn (stderr not a terminal)."""
+    line = (f"epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.4f}, acc {record['train_acc']:.3f}, "
+            f"{record['images_per_s']:.0f} images/s")
+    if record["eval_acc"] is not None:
+        line += f", eval acc {record['eval_acc']:.3f}"
+    return line
 
 
 def _autocast(amp: str, device: torch.device):
@@ -190,7 +200,8 @@ def fit(
                 model.safetensors and train_summary.json. A fresh run overwrites them.
     resume      continue from out_dir/checkpoint.pt (bitwise-exact at the epoch
                 boundary); with no checkpoint there yet, start fresh.
-    progress    a tqdm bar per epoch on rank 0 (hidden when stderr is not a terminal).
+    progress    a tqdm bar per epoch on rank 0; where stderr is not a terminal (a log file, CI),
+                one plain line per epoch instead (loss, accuracy, images/s, eval accuracy).
 
     Under ``torchrun --nproc_per_node=N`` the same call trains data-parallel.
     """
@@ -341,6 +352,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=None if (progress and info.is_main) else True, mininterval=1.0, leave=True,
                    dynamic_ncols=True)
+        plain_lines = bool(progress and info.is_main and bar.disable)  # tqdm hides itself off a terminal
         t0 = last_check = time.perf_counter()
         checked_step = step  # steps up to here are known to have finite losses
         for images, labels in train_src.batches(batches, aug_gen, stream_seed(cfg.seed, epoch, 5, info.rank)):
@@ -426,6 +438,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
         history.append(record)
+        if plain_lines:
+            print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
