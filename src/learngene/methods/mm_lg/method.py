@@ -119,7 +119,7 @@ def _condense_stack(stack: ClipStack, config: MmlgConfig, pairs, tokenizer=None)
 def make_learngene(method: str, config: dict, tensors: Tensors, stack: ClipStack, cost: dict, num_samples: int) -> Artifact:
     from ... import __version__
 
-    classifier_arch = {k: v for k, v in image_classifier_arch(stack.arch, 0).items() if k != "pre_norm"}
+    classifier_arch = {k: v for k, v in image_classifier_arch(stack.arch, 0).to_dict().items() if k != "pre_norm"}
     provenance = {
         "ancestry": {"arch": classifier_arch, "clip_arch": stack.arch, "num_parameters": stack.num_parameters(),
                      "source": "clip"},
