@@ -585,7 +585,7 @@ def supernet_from_gene(gene, method: str, prefix: str, *, num_classes: int | Non
     """The supernet over the anchors a ``method`` learngene stores under ``prefix`` (not yet initialised)."""
     from .artifact import Artifact
 
-    if not isinstance(gene, Learngene) or gene.method != method:
+    if not isinstance(gene, Artifact) or gene.method != method:
         raise ConfigError(f"stitch_supernet takes a {method} learngene, got "
                           f"{getattr(gene, 'method', type(gene).__name__)!r}")
     archs = stored_archs(gene)
