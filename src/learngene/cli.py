@@ -1,11 +1,12 @@
 """The `learngene` command line. Each subcommand is a plain typed function below;
 ``_cli_args`` turns signatures and docstrings into argparse parsers.
 
-    learngene list
+    learngene list                                    # methods, datasets, presets
     learngene ancestry --preset vit-mini --data fashion-mnist --epochs 5 --out runs/ancestry
-    learngene extract heuristic --ancestry runs/ancestry --out genes/heuristic k=3 rule=last
-    learngene info genes/heuristic
-    learngene expand genes/heuristic --depth 6 --num-classes 10 --out runs/child
+    learngene extract METHOD --help                   # the method's options (key=value)
+    learngene extract METHOD --ancestry runs/ancestry --out genes/gene key=value ...
+    learngene info genes/gene
+    learngene expand genes/gene --depth 6 --num-classes 10 --out runs/child
     learngene finetune runs/child --data mnist-5k --epochs 5 --out runs/child-mnist
     learngene eval runs/child-mnist --data mnist-5k
     learngene clip-ancestry --data fashion-mnist --out runs/clip-ancestry   # for methods that condense CLIPs
@@ -293,7 +294,8 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
 def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_epochs: int = 2,
              depths: list[int] | None = None, downstream: str = "mnist-5k", epochs: int = 6, seed: int = 0,
              overrides: dict[str, Any] | None = None) -> None:
-    """The end-to-end demo: ancestry -> learngene -> descendants of 3 depths vs scratch, table + plot.
+    """The end-to-end demo: ancestry -> learngene -> descendants of 3 depths vs the same shapes
+    from a random init, table + plot.
 
     Args:
         out: output folder (the ancestry is cached here, keyed by its config).
