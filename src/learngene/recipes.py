@@ -197,8 +197,8 @@ def finetune(descendant: Learngene | Descendant | nn.Module, data: Data, config:
     """Fine-tune a descendant on ``data``'s train split (TrainConfig ``config``), evaluating on
     its test split. ``descendant`` is
 
-      - a ``Learngene``: grown by ``grow`` at ``shape`` with the data's classes, seeded with
-        ``seed`` (default ``config.seed``);
+      - a ``Learngene``: grown by ``grow`` at ``shape`` with the data's classes (the ancestry's
+        when datasets without ``.info`` are given), seeded with ``seed`` (default ``config.seed``);
       - a ``Descendant`` from ``grow``;
       - a timm ``VisionTransformer``: trained in place, its classifier replaced (timm's init,
         torch's global RNG) when the data has another class count;
