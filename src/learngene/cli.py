@@ -24,10 +24,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import recipes
+from . import __version__, recipes
 from ._cli_args import Parser, add_subcommand, dataclass_help, one_line, resolve_call
 from .errors import ConfigError, LearngeneError, UnknownMethodError
 from .recipes import Shape, is_main_process, write_run_config
+from .train import TrainConfig
+from .data import list_datasets
+from .arch import VIT_PRESETS
+from .registry import config_to_dict, get_method, list_methods, make_config
+from .clip.workflow import train_clip_ancestry
+from .api import extract, load
+from .demo import DemoConfig, run_demo
+from .bench import bench
 
 
 def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:
@@ -42,8 +50,6 @@ def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_nam
 
 
 def _train_config(train: dict[str, Any], **shortcuts: Any):
-    from .train import TrainConfig
-
     values = dict(train)
     values.update({k: v for k, v in shortcuts.items() if v is not None})
     return TrainConfig.from_dict(values)
@@ -51,10 +57,6 @@ def _train_config(train: dict[str, Any], **shortcuts: Any):
 
 def cmd_list() -> None:
     """List methods, datasets and model presets."""
-    from .data import list_datasets
-    from .arch import VIT_PRESETS
-    from .registry import get_method, list_methods
-
     print("methods:")
     for name in list_methods():
         print(f"  {name:20s} {get_method(name).summary}")
@@ -124,8 +126,6 @@ def cmd_clip_ancestry(*, data: str = "fashion-mnist", out: str = "runs/clip-ance
         width: width of both towers (equal, so a learngene can share blocks between them).
         heads: attention heads of both towers.
     """
-    from .clip.workflow import train_clip_ancestry
-
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
     if overrides:
@@ -152,9 +152,6 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
         out: learngene folder to write.
         data: dataset the method reads (for methods that need data).
     """
-    from .api import extract
-    from .registry import config_to_dict, get_method, make_config
-
     options = dict(overrides or {})
     nested = options.pop("options", {})  # YAML presets put method options under `options:`
     options = {**nested, **options}
@@ -277,8 +274,6 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
     """
     import math
 
-    from .api import load
-
     learngene = load(gene)
     if plot:
         plot = str(learngene.plot(plot))
@@ -331,8 +326,6 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
         epochs: fine-tuning epochs of every descendant.
         seed: seed of everything.
     """
-    from .demo import DemoConfig, run_demo
-
     if ancestry is not None:
         _require_path(ancestry, "an ancestry folder", "train one with `learngene ancestry` or leave --ancestry out",
                       option="--ancestry")
@@ -368,8 +361,6 @@ def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = 
         ancestry: use this ancestry folder instead of training (or reusing) the suite's.
         workers: train this many cells at once, one process each, torch threads split between them.
     """
-    from .bench import bench
-
     bench(suite, methods=methods, datasets=datasets, seeds=seeds, out=out, results_dir=results_dir,
           ancestry=ancestry, workers=workers)
 
@@ -390,8 +381,6 @@ COMMANDS = {
 
 def _method_options_help(namespace: argparse.Namespace) -> str:
     """`learngene extract METHOD --help`: METHOD's options, read from its config dataclass."""
-    from .registry import get_method, list_methods
-
     method = getattr(namespace, "method", None)
     if method is None:
         return f"METHOD's options: `learngene extract METHOD --help` (methods: {', '.join(list_methods())})"
@@ -407,8 +396,6 @@ MORE_HELP = {"extract": _method_options_help}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = Parser(prog="learngene", description="Learngene: condense an ancestry model, grow descendants.")
     parser.add_argument("--version", action="version", version=f"learngene-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -21,6 +21,14 @@ from typing import Any
 
 from ._io import atomic_write_json
 from .errors import ConfigError
+from .bench import train_or_reuse_ancestry as train_or_reuse
+from .train import TrainConfig
+from .version import __version__
+from .api import extract
+from .arch import arch_of
+from .models import load_ancestry
+from .recipes import Shape, finetune, grow, load_splits
+from .bench.report import save_figure
 
 
 @dataclass
@@ -49,9 +57,6 @@ def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str,
 
     Shared with `learngene bench` (same folder name and key for the same recipe).
     """
-    from .bench import train_or_reuse_ancestry as train_or_reuse
-    from .train import TrainConfig
-
     if cfg.ancestry:
         path = Path(cfg.ancestry)
         meta = json.loads((path / "model_config.json").read_text()) if (path / "model_config.json").is_file() else {}
@@ -64,13 +69,6 @@ def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str,
 
 def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     import torch
-
-    from . import __version__
-    from .api import extract
-    from .arch import arch_of
-    from .models import load_ancestry
-    from .recipes import Shape, finetune, grow, load_splits
-    from .train import TrainConfig
 
     start = time.perf_counter()
     out = Path(cfg.out)
@@ -152,6 +150,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    from .bench.report import save_figure
-
     return save_figure(fig, path, dpi=120)

@@ -33,6 +33,10 @@ from .arch import ViTArch, arch_of, create_vit
 from .errors import ConfigError
 from .models import load_ancestry, save_model
 from .registry import DescendantKind, descendant_kind, descendant_kinds, get_method, list_methods
+from ._io import atomic_write_text
+from .data import dataset_info, load_dataset
+from .train import evaluate, fit
+from .artifact import CONFIG_NAME
 
 # A dataset name (loaded at the model's input size), or the (train, test) datasets themselves
 # (test may be None: no evaluation).
@@ -47,8 +51,6 @@ def is_main_process() -> bool:
 def write_run_config(out: str | os.PathLike, record: dict[str, Any]) -> None:
     """Keep ``record`` (a command and its resolved options) as ``out/config.yaml``, atomically."""
     import yaml
-
-    from ._io import atomic_write_text
 
     if is_main_process():
         atomic_write_text(Path(out) / "config.yaml", yaml.safe_dump(record, sort_keys=False))
@@ -76,8 +78,6 @@ def _cost(result: Any) -> dict[str, Any]:
 def load_split(data: str, arch: ViTArch, split: str = "train", *, augment: bool = False):
     """One split of a registered dataset at the input of ``arch`` (``arch.side`` x
     ``arch.side`` images of ``arch.in_chans`` channels)."""
-    from .data import load_dataset
-
     return load_dataset(data, split, image_size=arch.side, in_chans=arch.in_chans, augment=augment)
 
 
@@ -90,8 +90,6 @@ def load_splits(data: str, arch: ViTArch, *, augment: bool = False) -> tuple[Any
 def _num_classes(data: Data) -> int | None:
     """The class count of a dataset name, or of loaded datasets that say it (``.info``)."""
     if isinstance(data, str):
-        from .data import dataset_info
-
         return dataset_info(data).num_classes
     info = getattr(data[0], "info", None)
     return getattr(info, "num_classes", None)
@@ -128,8 +126,6 @@ def train_ancestry(preset: str | ViTArch, data: str, config: Any, out: str | os.
     Returns (model, TrainResult).
     """
     import torch
-
-    from .train import fit
 
     num_classes = _num_classes(data)
     torch.manual_seed(config.seed)
@@ -211,8 +207,6 @@ def finetune(descendant: Learngene | Descendant | nn.Module, data: Data, config:
     ``record`` is kept as out/config.yaml. Returns (the plain model, TrainResult): a
     learngene's descendant folded into its timm ViT.
     """
-    from .train import fit
-
     if shape.given and not isinstance(descendant, Learngene):
         raise ConfigError("a descendant shape (depth, embed_dim, num_heads) applies only when growing a learngene")
     num_classes = _num_classes(data)
@@ -239,8 +233,6 @@ def evaluate_model(model: str | os.PathLike | nn.Module, data: str, split: str =
     """Top-1 accuracy and loss (``{"loss", "acc", "n"}``) of a model, or a model folder, on one
     split of ``data``. A folder of another descendant kind (a CLIP folder) is scored by its
     kind: CLIPs by zero-shot accuracy and retrieval recall@1/5 on caption pairs."""
-    from .train import evaluate
-
     kind = folder_kind(model) if isinstance(model, (str, os.PathLike)) else None
     if kind is not None:
         return kind.evaluate(model, data, split)
@@ -290,8 +282,6 @@ def finetune_folder(source: str | os.PathLike, data: str, config: Any, out: str 
     ``data``, and write the result to ``out`` as the same kind of model folder (a learngene's
     descendant as the plain timm ViT, recording where it came from and its cost).
     Returns the run's summary."""
-    from .artifact import CONFIG_NAME
-
     kind = folder_kind(source)
     if kind is not None:
         if shape.given or augment or resume:

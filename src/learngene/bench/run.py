@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
-from ..arch import ViTArch
+from ..arch import VIT_PRESETS, ViTArch, arch_of
 from ..errors import ConfigError
 from .report import collect_results, git_commit, machine_info, markdown_table, write_results
 from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
+from ..recipes import Shape, finetune, grow, load_split, train_ancestry
+from ..train import TrainConfig
+from ..api import extract, load
+from ..artifact import CONFIG_NAME
+from ..models import load_ancestry
 
 
 # -- ancestry ---------------------------------------------------------------------------------
@@ -32,8 +37,6 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
 
     The folder is ``out/ancestry-<preset>-<data>-<key>``; ``tag`` prefixes the progress lines.
     """
-    from ..recipes import train_ancestry
-
     key = ancestry_key(preset, data, train_config, model_overrides)
     path = Path(out) / f"ancestry-{preset}-{data}-{key}"
     if (path / "model_config.json").is_file():
@@ -48,9 +51,6 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
 
 def recorded_ancestry_key(path: Path) -> str:
     """The recipe key of an ancestry folder written by our trainer, or a hash of its weights."""
-    from ..arch import VIT_PRESETS
-    from ..train import TrainConfig
-
     model_config, summary = path / "model_config.json", path / "train_summary.json"
     if model_config.is_file() and summary.is_file():
         meta = json.loads(model_config.read_text())
@@ -68,8 +68,6 @@ def recorded_ancestry_key(path: Path) -> str:
 
 def _suite_ancestry(suite: Suite, out: Path, given: str | None) -> tuple[Path, str, dict[str, Any]]:
     """(folder, key, model_config.json) of the suite's ancestry: the given one, or trained/reused."""
-    from ..train import TrainConfig
-
     spec = suite.ancestry
     train_config = TrainConfig.from_dict(spec.train)
     wanted = ancestry_key(spec.preset, spec.data, train_config, spec.model_overrides())
@@ -122,10 +120,6 @@ def _select(names: list[str] | None, valid: list[str], what: str) -> list[str]:
 
 def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, data: str, genes_dir: Path):
     """The entry's learngene, extracted once into genes_dir/<method>-<key>."""
-    from ..api import extract
-    from ..api import load
-    from ..artifact import CONFIG_NAME
-
     path = genes_dir / f"{entry.method}-{key}"
     if (path / CONFIG_NAME).is_file():
         return load(path), path
@@ -153,9 +147,6 @@ def _cached(key: tuple, make):
 
 def _run_cell(job: tuple, suite: Suite, arch: ViTArch, provenance: dict[str, Any]) -> tuple:
     """Train one cell and write its record atomically; returns (index, cell, record)."""
-    from ..api import load
-    from ..recipes import load_split
-
     i, cell, gene_path, record_path = job
     gene = _cached(("gene", str(gene_path)), lambda: load(gene_path))
     train = _cached(("data", cell.dataset, "train", arch.side, arch.in_chans),
@@ -206,8 +197,6 @@ def _print_cell(i: int, total: int, cell: Cell, record: dict[str, Any], *, cache
 def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any]) -> dict[str, Any]:
     """Expand and fine-tune one cell with TrainConfig ``config``; a shape the method cannot make
     is a 'skipped' record with the reason."""
-    from ..recipes import Shape, finetune, grow
-
     depth, embed_dim, num_heads = cell.shape
     record: dict[str, Any] = {
         "cell": cell.key, "method_name": cell.entry.method, "label": cell.entry.label,
@@ -253,9 +242,6 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
     ``workers``: train that many cells at once in separate processes (results are the same
     cells; a cell's numbers can differ in the last digits with the thread count)."""
-    from ..arch import arch_of
-    from ..models import load_ancestry
-
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     start = time.perf_counter()
