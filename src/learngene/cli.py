@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, recipes
+from . import recipes
+from .version import __version__
 from ._cli_args import Parser, add_subcommand, dataclass_help, one_line, resolve_call
 from .errors import ConfigError, LearngeneError, UnknownMethodError
 from .recipes import Shape, is_main_process, write_run_config
