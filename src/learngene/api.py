@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from .arch import ViTArch, arch_of, validate_shape
 from .artifact import Artifact, created_now, read_artifact
+from .data import load_dataset
 from .errors import ArtifactError, ConfigError, LearngeneError
 from .models import load_ancestry
 from .registry import config_to_dict, get_method, make_config, methods_with
 from .version import __version__
-from .data import load_dataset
 
 
 @dataclass(repr=False)

@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from . import recipes
-from .version import __version__
 from ._cli_args import Parser, add_subcommand, dataclass_help, one_line, resolve_call
+from .api import extract, load
+from .arch import VIT_PRESETS
+from .bench import bench
+from .clip.workflow import train_clip_ancestry
+from .data import list_datasets
+from .demo import DemoConfig, run_demo
 from .errors import ConfigError, LearngeneError, UnknownMethodError
 from .recipes import Shape, is_main_process, write_run_config
-from .train import TrainConfig
-from .data import list_datasets
-from .arch import VIT_PRESETS
 from .registry import config_to_dict, get_method, list_methods, make_config
-from .clip.workflow import train_clip_ancestry
-from .api import extract, load
-from .demo import DemoConfig, run_demo
-from .bench import bench
+from .train import TrainConfig
+from .version import __version__
 
 
 def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json
-from .errors import ConfigError
-from .bench import train_or_reuse_ancestry as train_or_reuse
-from .train import TrainConfig
-from .version import __version__
 from .api import extract
 from .arch import arch_of
+from .bench import train_or_reuse_ancestry as train_or_reuse
+from .bench.report import save_figure
+from .errors import ConfigError
 from .models import load_ancestry
 from .recipes import Shape, finetune, grow, load_splits
-from .bench.report import save_figure
+from .train import TrainConfig
+from .version import __version__
 
 
 @dataclass

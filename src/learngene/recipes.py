@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
+from ._io import atomic_write_text
 from .api import Learngene, load
 from .arch import ViTArch, arch_of, create_vit
+from .artifact import CONFIG_NAME
+from .data import dataset_info, load_dataset
 from .errors import ConfigError
 from .models import load_ancestry, save_model
 from .registry import DescendantKind, descendant_kind, descendant_kinds, get_method, list_methods
-from ._io import atomic_write_text
-from .data import dataset_info, load_dataset
 from .train import evaluate, fit
-from .artifact import CONFIG_NAME
 
 # A dataset name (loaded at the model's input size), or the (train, test) datasets themselves
 # (test may be None: no evaluation).

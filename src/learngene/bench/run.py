@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
+from ..api import extract, load
 from ..arch import VIT_PRESETS, ViTArch, arch_of
+from ..artifact import CONFIG_NAME
 from ..errors import ConfigError
-from .report import collect_results, git_commit, machine_info, markdown_table, write_results
-from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
+from ..models import load_ancestry
 from ..recipes import Shape, finetune, grow, load_split, train_ancestry
 from ..train import TrainConfig
-from ..api import extract, load
-from ..artifact import CONFIG_NAME
-from ..models import load_ancestry
-
+from .report import collect_results, git_commit, machine_info, markdown_table, write_results
+from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
 
 # -- ancestry ---------------------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from ..arch import ViTArch, validate_shape, vit_kwargs
-from ..errors import ConfigError, LearngeneError
-from ..train import TrainConfig
 from ..data import dataset_info
+from ..errors import ConfigError, LearngeneError
 from ..registry import config_to_dict, get_method, list_methods, make_config
+from ..train import TrainConfig
 
 CELL_FORMAT = 1                                   # bump to invalidate every cached cell
 SUITES_DIR = Path("benchmarks") / "suites"        # suite names are looked up here (cwd, then the repo)
