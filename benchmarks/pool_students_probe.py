@@ -1,4 +1,4 @@
-"""Why do Learngene Pool's students fine-tune worse than SN-Net's scratch anchors? (issue 8)
+"""Why do Learngene Pool's students fine-tune worse than SN-Net's scratch anchors?
 
     python benchmarks/pool_students_probe.py --work runs/pool_vs_snnet
 

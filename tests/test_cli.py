@@ -240,3 +240,29 @@ def test_bad_shape_on_expand(trained_ancestry, tmp_path, capsys):
         code, _, err = run(capsys, "expand", gene, "--out", tmp_path / "x", *argv)
         assert code == 2 and message in err
     assert not (tmp_path / "x").exists(), "nothing half-written"
+
+
+def test_extract_help_lists_the_methods_options(capsys):
+    """`learngene extract METHOD --help`: every field of the method's config, with its comment."""
+    import dataclasses
+
+    from learngene.registry import get_method, list_methods
+
+    for method in list_methods():
+        with pytest.raises(SystemExit) as exit_:
+            main(["extract", method, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and f"options of {method}" in out
+        for field in dataclasses.fields(get_method(method).config_cls):
+            assert f"\n  {field.name}: " in out, (method, field.name)
+    with pytest.raises(SystemExit):
+        main(["extract", "peg", "--help"])
+    out = capsys.readouterr().out
+    assert "learngene_heads: int | None = None\n      H_b heads per layer" in out
+    # a comment wrapped onto comment-only lines below its field is kept whole
+    with pytest.raises(SystemExit):
+        main(["extract", "cluster-learngene", "--help"])
+    assert "to break symmetry" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    assert "learngene extract METHOD --help" in capsys.readouterr().out

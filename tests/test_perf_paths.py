@@ -1,4 +1,4 @@
-"""The fast paths (issue 11) keep their promises: fresh init only where needed and with timm's
+"""The fast paths keep their promises: fresh init only where needed and with timm's
 distributions, one copy per weight, exact expansion, mimetic's truncated SVD, a teacher
 without autograd, tensor datasets without a DataLoader."""
 

@@ -5,13 +5,22 @@ default become positionals); the type annotation gives the parser, the docstring
 ``Args:`` section gives the help. Every subcommand also takes ``--config FILE.yaml``
 and trailing ``key=value`` overrides. Precedence, lowest first: the function's
 defaults, the YAML file, ``--flags``, ``key=value``.
+
+Options that depend on a positional (a method's options under ``learngene extract METHOD``)
+are described by ``dataclass_help`` from their config dataclass and appended to ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import inspect
+import io
 import re
+import shutil
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -86,11 +95,103 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction, name: str, func: Callable) -> None:
+def _field_comments(cls: type) -> dict[str, str]:
+    """field name -> the comment after it in ``cls``'s source, with the comment-only lines below
+    it whose text lines up with it (a comment wrapped onto the next lines)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        return {}
+    comments = {tok.start[0]: tok for tok in tokens if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+
+    def text_column(tok: tokenize.TokenInfo) -> int:  # where the words start: "#   words" -> the w
+        return tok.start[1] + 1 + len(tok.string[1:]) - len(tok.string[1:].lstrip())
+
+    found: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node in body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        own = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        if not own:
+            continue
+        parts, column, n = [own[0].string[1:].strip()], text_column(own[0]), node.end_lineno + 1
+        while n in comments and lines[n - 1].lstrip().startswith("#") and text_column(comments[n]) >= column:
+            parts.append(comments[n].string[1:].strip())
+            n += 1
+        found[node.target.id] = " ".join(parts)
+    return found
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory())  # type: ignore[misc]
+    return "(required)"
+
+
+def dataclass_help(cls: type, title: str) -> str:
+    """A help section for the fields of dataclass ``cls``: ``title``, the class's docstring,
+    then per field ``name: type = default`` and its help: ``metadata["help"]``, else the
+    comment after the field in the source."""
+    width = max(40, min(100, shutil.get_terminal_size().columns) - 2)
+    lines = [title]
+    doc = cls.__doc__ or ""
+    if doc and not doc.startswith(f"{cls.__name__}("):  # not the signature dataclasses writes
+        for para in inspect.cleandoc(doc).split("\n\n"):
+            # one item per paragraph, or per "- " bullet inside it
+            items = re.split(r"\n(?=\s*- )", para.strip())
+            lines += [textwrap.fill(" ".join(item.split()), width, initial_indent="  ", break_on_hyphens=False,
+                                    subsequent_indent="    " if item.lstrip().startswith("- ") else "  ")
+                      for item in items]
+            lines.append("")
+    comments = _field_comments(cls)
+    fields = dataclasses.fields(cls)
+    for f in fields:
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"  {f.name}: {kind} = {_default_text(f)}")
+        text = f.metadata.get("help") or comments.get(f.name)
+        if text:
+            lines.append(textwrap.fill(text, width, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                                       break_on_hyphens=False))
+    if not fields and lines == [title]:
+        lines.append("  (no options)")
+    return "\n".join(lines).rstrip()
+
+
+class _HelpWithMore(argparse.Action):
+    """``-h/--help`` that prints the parser's help, then ``more(namespace)``: help that depends
+    on the positionals given before it (``learngene extract METHOD --help``)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None,
+                 more: Callable[[argparse.Namespace], str] | None = None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+        self.more = more
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        extra = self.more(namespace) if self.more else ""
+        if extra:
+            print("\n" + extra)
+        parser.exit()
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction, name: str, func: Callable, *,
+                   more_help: Callable[[argparse.Namespace], str] | None = None) -> None:
+    """Add ``func`` as subcommand ``name``. ``more_help(namespace)`` is appended to its
+    ``--help``, with the positionals given before ``--help`` in ``namespace``."""
     doc = inspect.getdoc(func) or ""
     summary = doc.split("\n\n")[0].strip()
     parser = subparsers.add_parser(name, help=summary, description=doc.split("Args:")[0].strip(),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   add_help=more_help is None)
+    if more_help is not None:
+        parser.add_argument("-h", "--help", action=_HelpWithMore, more=more_help,
+                            help="show this help message and exit")
     helps = _doc_args(func)
     for param in inspect.signature(func).parameters.values():
         if param.name == "overrides":

@@ -5,26 +5,28 @@
     child = learngene.load("genes/heuristic").expand(depth=6, num_classes=10)  # a timm VisionTransformer
 
 ``Learngene`` is the stored ``Artifact`` plus what needs the method: growing descendants
-(``expand``, ``fold``) and describing the shapes it can grow.
+(``expand``, ``fold``), describing the shapes it can grow, and the method's own picture of it
+(``plot``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from .arch import ViTArch, arch_of, validate_shape
 from .artifact import Artifact, created_now, read_artifact
+from .data import load_dataset
 from .errors import ArtifactError, ConfigError, LearngeneError
 from .models import load_ancestry
-from .registry import config_to_dict, get_method, make_config
+from .registry import config_to_dict, get_method, make_config, methods_with
 from .version import __version__
-from .data import load_dataset
 
 
 @dataclass(repr=False)
@@ -83,6 +85,15 @@ class Learngene(Artifact):
         """The plain timm ViT a trained ``expand(trainable=True)`` module computes (itself if plain)."""
         spec = get_method(self.method)
         return descendant if spec.fold is None or isinstance(descendant, VisionTransformer) else spec.fold(descendant)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Write the method's picture of this learngene to ``path`` (Cluster-Learngene: mean
+        attention distance per head and layer, clusters coloured); returns the file written."""
+        spec = get_method(self.method)
+        if spec.plot is None:
+            raise ConfigError(f"only {' and '.join(methods_with('plot'))} learngenes have a plot; this one is "
+                              f"{self.method!r}")
+        return Path(spec.plot(self, path))
 
 
 def load(path: str | os.PathLike) -> Learngene:

@@ -1,14 +1,18 @@
 """The `learngene` command line. Each subcommand is a plain typed function below;
 ``_cli_args`` turns signatures and docstrings into argparse parsers.
 
-    learngene list
+    learngene list                                    # methods, datasets, presets
     learngene ancestry --preset vit-mini --data fashion-mnist --epochs 5 --out runs/ancestry
-    learngene extract heuristic --ancestry runs/ancestry --out genes/heuristic k=3 rule=last
-    learngene info genes/heuristic
-    learngene expand genes/heuristic --depth 6 --num-classes 10 --out runs/child
+    learngene extract METHOD --help                   # the method's options (key=value)
+    learngene extract METHOD --ancestry runs/ancestry --out genes/gene key=value ...
+    learngene info genes/gene
+    learngene expand genes/gene --depth 6 --num-classes 10 --out runs/child
     learngene finetune runs/child --data mnist-5k --epochs 5 --out runs/child-mnist
     learngene eval runs/child-mnist --data mnist-5k
-    learngene clip-ancestry --data fashion-mnist --out runs/clip-ancestry   # CLIP / mm-lg, see learngene.clip.workflow
+    learngene clip-ancestry --data fashion-mnist --out runs/clip-ancestry   # for methods that condense CLIPs
+
+The steps themselves are ``learngene.recipes``; no method is named here: what a method adds
+(another kind of descendant, a plot) comes from its registration.
 """
 
 from __future__ import annotations
@@ -20,25 +24,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ._cli_args import Parser, add_subcommand, one_line, resolve_call
-from .arch import ViTArch
-from .errors import ConfigError, LearngeneError
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun (RANK is set by torchrun), or a plain single process: the only writer."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _write_resolved(out: Path, command: str, values: dict[str, Any]) -> None:
-    from ._io import atomic_write_text
-
-    if not is_main_process():
-        return
-    text = yaml.safe_dump({"command": command, **values}, sort_keys=False)
-    atomic_write_text(out / "config.yaml", text)
+from . import recipes
+from ._cli_args import Parser, add_subcommand, dataclass_help, one_line, resolve_call
+from .api import extract, load
+from .arch import VIT_PRESETS
+from .bench import bench
+from .clip.workflow import train_clip_ancestry
+from .data import list_datasets
+from .demo import DemoConfig, run_demo
+from .errors import ConfigError, LearngeneError, UnknownMethodError
+from .recipes import Shape, is_main_process, write_run_config
+from .registry import config_to_dict, get_method, list_methods, make_config
+from .train import TrainConfig
+from .version import __version__
 
 
 def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:
@@ -52,33 +50,14 @@ def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_nam
         raise ConfigError(f"{option + ' ' if option else ''}{value} is not {kind}: it does not exist; {fix}")
 
 
-def _side(img_size: Any) -> int:
-    return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
-
-
 def _train_config(train: dict[str, Any], **shortcuts: Any):
-    from .train import TrainConfig
-
     values = dict(train)
     values.update({k: v for k, v in shortcuts.items() if v is not None})
     return TrainConfig.from_dict(values)
 
 
-def _load_pair(data: str, arch: ViTArch, augment: bool = False):
-    from .data import load_dataset
-
-    size, chans = arch.side, arch.in_chans
-    train = load_dataset(data, "train", image_size=size, in_chans=chans, augment=augment)
-    test = load_dataset(data, "test", image_size=size, in_chans=chans)
-    return train, test
-
-
 def cmd_list() -> None:
     """List methods, datasets and model presets."""
-    from .data import list_datasets
-    from .arch import VIT_PRESETS
-    from .registry import get_method, list_methods
-
     print("methods:")
     for name in list_methods():
         print(f"  {name:20s} {get_method(name).summary}")
@@ -112,45 +91,28 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
         resume: continue from out/checkpoint.pt.
         augment: random-shift augmentation of training images.
     """
-    import torch
-
-    from .data import dataset_info
-    from .arch import create_vit
-    from .models import save_model
-    from .train import fit
-
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
     model_kw = overrides.pop("model", {})
     if overrides:
         raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=... or model.<arg>=...")
     cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    info = dataset_info(data)
-    torch.manual_seed(cfg.seed)
-    model = create_vit(preset, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
-                       num_classes=info.num_classes, **model_kw)
-    from .arch import arch_of
-
-    train_ds, test_ds = _load_pair(data, arch_of(model), augment=augment)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out_dir, "ancestry", dict(preset=preset, data=data, model=model_kw, train=cfg.to_dict(),
-                                              depth=depth, embed_dim=embed_dim, num_heads=num_heads, augment=augment))
-    result = fit(model, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
-    if not is_main_process():
-        return
-    save_model(model, out_dir, data=data, preset=preset, eval_acc=result.eval_acc,
-               cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
-                     "wall_time_s": result.wall_time_s})
-    print(json.dumps({"out": str(out_dir), "eval_acc": result.eval_acc, "samples_seen": result.samples_seen,
-                      "train_flops": result.train_flops, "wall_time_s": round(result.wall_time_s, 1)}))
+    record = dict(command="ancestry", preset=preset, data=data, model=model_kw, train=cfg.to_dict(), depth=depth,
+                  embed_dim=embed_dim, num_heads=num_heads, augment=augment)
+    _, result = recipes.train_ancestry(preset, data, cfg, out, augment=augment, resume=resume, record=record,
+                                       model_overrides=dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                                                            **model_kw))
+    if is_main_process():
+        print(json.dumps({"out": str(Path(out)), "eval_acc": result.eval_acc, "samples_seen": result.samples_seen,
+                          "train_flops": result.train_flops, "wall_time_s": round(result.wall_time_s, 1)}))
 
 
 def cmd_clip_ancestry(*, data: str = "fashion-mnist", out: str = "runs/clip-ancestry", epochs: int = 3,
                       limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                       image_layers: int = 6, text_layers: int = 6, width: int = 96, heads: int = 6,
                       overrides: dict[str, Any] | None = None) -> None:
-    """Train a CPU-scale CLIP ancestry (for mm-lg) contrastively on a dataset's image-caption pairs.
+    """Train a CPU-scale CLIP ancestry (for methods that condense CLIPs) contrastively on a dataset's
+    image-caption pairs.
 
     Args:
         data: labelled dataset whose images get templated captions (see learngene.clip.data).
@@ -162,20 +124,17 @@ def cmd_clip_ancestry(*, data: str = "fashion-mnist", out: str = "runs/clip-ance
         seed: seed of init and data order.
         image_layers: image tower depth.
         text_layers: text tower depth.
-        width: width of both towers (equal, so mm-lg can share blocks).
+        width: width of both towers (equal, so a learngene can share blocks between them).
         heads: attention heads of both towers.
     """
-    from .clip.workflow import train_clip_ancestry
-
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
     if overrides:
         raise ConfigError(f"unknown option(s) {sorted(overrides)}; use train.<field>=...")
     cfg = _train_config({"warmup_epochs": min(0.5, float(epochs)), "weight_decay": 0.05, **train},
                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    _write_resolved(Path(out), "clip-ancestry", dict(data=data, limit=limit, train=cfg.to_dict(),
-                                                     image_layers=image_layers, text_layers=text_layers,
-                                                     width=width, heads=heads))
+    write_run_config(out, dict(command="clip-ancestry", data=data, limit=limit, train=cfg.to_dict(),
+                               image_layers=image_layers, text_layers=text_layers, width=width, heads=heads))
     summary = train_clip_ancestry(data, out, cfg, limit=limit, image_layers=image_layers, text_layers=text_layers,
                                   width=width, heads=heads)
     if is_main_process():
@@ -189,26 +148,23 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
 
     Args:
         method: method name (see `learngene list`).
-        ancestry: run folder, .safetensors/.pth file, preset or timm model name (mm-lg: a CLIP
-            folder from `learngene clip-ancestry`).
+        ancestry: run folder, .safetensors/.pth file, preset or timm model name (for methods that
+            condense CLIPs: a CLIP folder from `learngene clip-ancestry`).
         out: learngene folder to write.
         data: dataset the method reads (for methods that need data).
     """
-    from .api import extract
-    from .registry import config_to_dict, get_method, make_config
-
     options = dict(overrides or {})
     nested = options.pop("options", {})  # YAML presets put method options under `options:`
     options = {**nested, **options}
     spec = get_method(method)
     resolved = json.loads(json.dumps(config_to_dict(make_config(spec, options))))  # tuples -> lists, for YAML
     _require_path(ancestry, "an ancestry folder or weights file",
-                  "train one with `learngene ancestry` (mm-lg: `learngene clip-ancestry`)",
+                  "train one with `learngene ancestry` (a CLIP: `learngene clip-ancestry`)",
                   option="--ancestry", bare_names_too=False)
     gene = extract(method, ancestry, data=data, **options)
     path = gene.save(out)
     # after save, which replaces the folder whole
-    _write_resolved(path, "extract", dict(method=method, ancestry=ancestry, data=data, options=resolved))
+    write_run_config(path, dict(command="extract", method=method, ancestry=ancestry, data=data, options=resolved))
     print(json.dumps({"out": str(path), "method": gene.method, "stored_parameters": gene.num_parameters,
                       "config": gene.config}))
 
@@ -226,36 +182,19 @@ def cmd_expand(gene: str, *, out: str = "runs/descendant", depth: int | None = N
         num_heads: descendant head count (default: the ancestry's).
         num_classes: classifier size (default: the ancestry's).
         seed: seed of the random init of what the learngene does not provide.
-        clip: mm-lg only: write a whole CLIP descendant (a CLIP folder, open_clip weights) with an
-            image tower of --depth blocks and a text tower of --text-depth blocks.
+        clip: write a whole CLIP descendant (a CLIP folder, open_clip weights) with an image tower
+            of --depth blocks and a text tower of --text-depth blocks, from a learngene that grows
+            CLIPs (`learngene info GENE` says).
         text_depth: with --clip: text tower depth (default: the ancestry's).
     """
-    from .api import load
-    from .models import save_model
-
-    learngene = load(gene)
-    resolved = dict(gene=gene, depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes,
-                    seed=seed, clip=clip, text_depth=text_depth)
-    if clip or text_depth is not None:
-        if learngene.method != "mm-lg":
-            raise ConfigError(f"--clip/--text-depth grow CLIP descendants of an mm-lg learngene; {gene} is "
-                              f"{learngene.method!r}: drop them to grow a timm ViT")
-        if not clip:
-            raise ConfigError("--text-depth applies with --clip (a whole CLIP descendant)")
-        from .clip.workflow import write_clip_descendant
-        from .methods.mm_lg import expand_clip, gene_tokenizer
-
-        stack = expand_clip(learngene, image_layers=depth, text_layers=text_depth, library=None)
-        write_clip_descendant(stack, gene_tokenizer(learngene), out)
-        _write_resolved(Path(out), "expand", resolved)
-        print(json.dumps({"out": out, "method": learngene.method, "image_layers": len(stack.image.blocks),
-                          "text_layers": len(stack.text.blocks), "parameters": stack.num_parameters()}))
-        return
-    model = learngene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=num_classes, seed=seed)
-    save_model(model, out, learngene=str(gene), method=learngene.method, seed=seed)
-    _write_resolved(Path(out), "expand", resolved)
-    print(json.dumps({"out": out, "method": learngene.method, "depth": len(model.blocks),
-                      "embed_dim": model.embed_dim, "parameters": sum(p.numel() for p in model.parameters())}))
+    if text_depth is not None and not clip:
+        raise ConfigError("--text-depth applies with --clip (a whole CLIP descendant)")
+    kind = dict(kind="clip", text_depth=text_depth) if clip else {}
+    summary = recipes.expand_to_folder(gene, out, shape=Shape(depth, embed_dim, num_heads), num_classes=num_classes,
+                                       seed=seed, **kind)
+    write_run_config(out, dict(command="expand", gene=gene, depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+                               num_classes=num_classes, seed=seed, clip=clip, text_depth=text_depth))
+    print(json.dumps(summary))
 
 
 def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetune", epochs: int | None = None,
@@ -278,13 +217,6 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         resume: continue from out/checkpoint.pt.
         augment: random-shift augmentation of training images.
     """
-    from .api import load
-    from .artifact import CONFIG_NAME
-    from .data import dataset_info
-    from .arch import arch_of
-    from .models import load_ancestry, save_model
-    from .train import fit
-
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
     if overrides:
@@ -292,51 +224,14 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
     cfg = _train_config(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     _require_path(model, "a model folder or learngene folder",
                   "create one with `learngene ancestry`, `expand` or `extract`", bare_names_too=False)
-    info = dataset_info(data)
-    source = Path(model)
-    from .clip.model import is_clip_folder  # needs no open_clip: a file check
-
-    if is_clip_folder(source):  # a CLIP: contrastive fine-tuning on the dataset's caption pairs
-        if depth or embed_dim or num_heads or augment or resume:
-            raise ConfigError("--depth/--embed-dim/--num-heads/--augment/--resume do not apply to a CLIP folder")
-        from .clip.workflow import finetune_clip_folder
-
-        Path(out).mkdir(parents=True, exist_ok=True)
-        _write_resolved(Path(out), "finetune", dict(model=model, data=data, train=cfg.to_dict()))
-        summary = finetune_clip_folder(source, data, out, cfg)
-        if is_main_process():
-            print(json.dumps(summary))
-        return
-    if (source / CONFIG_NAME).is_file():
-        gene = load(source)
-        shape = dict(depth=depth, embed_dim=embed_dim, num_heads=num_heads, num_classes=info.num_classes)
-        arch = gene.descendant_arch(**shape)
-        # trainable: PEG-style maps train with the descendant and are folded away before saving
-        net = gene.expand(**shape, seed=cfg.seed, trainable=True)
-        origin = {"learngene": str(source), "method": gene.method}
-    else:
-        if depth or embed_dim or num_heads:
-            raise ConfigError("--depth/--embed-dim/--num-heads apply only when MODEL is a learngene folder")
-        net = load_ancestry(source)
-        if net.num_classes != info.num_classes:
-            net.reset_classifier(info.num_classes)
-        origin = {"parent_model": str(source)}
-        arch = arch_of(net)
-    train_ds, test_ds = _load_pair(data, arch, augment=augment)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_resolved(out_dir, "finetune", dict(model=model, data=data, train=cfg.to_dict(), depth=depth,
-                                              embed_dim=embed_dim, num_heads=num_heads, augment=augment))
-    result = fit(net, train_ds, test_ds, cfg, out_dir=out_dir, resume=resume)
-    if not is_main_process():
-        return
-    if "learngene" in origin:
-        net = gene.fold(net)
-    save_model(net, out_dir, data=data, eval_acc=result.eval_acc, **origin,
-               cost={"samples_seen": result.samples_seen, "train_flops": result.train_flops,
-                     "wall_time_s": result.wall_time_s})
-    print(json.dumps({"out": str(out_dir), "eval_acc": result.eval_acc, "samples_seen": result.samples_seen,
-                      "train_flops": result.train_flops}))
+    shape = Shape(depth, embed_dim, num_heads)
+    record = dict(command="finetune", model=model, data=data, train=cfg.to_dict())
+    if recipes.folder_kind(model) is None:  # a model or learngene folder: the shape and augmentation too
+        record.update(depth=depth, embed_dim=embed_dim, num_heads=num_heads, augment=augment)
+    summary = recipes.finetune_folder(model, data, cfg, out, shape=shape, augment=augment, resume=resume,
+                                      record=record)
+    if is_main_process():
+        print(json.dumps(summary))
 
 
 def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_size: int = 256) -> None:
@@ -349,27 +244,10 @@ def cmd_eval(model: str, *, data: str = "mnist-5k", split: str = "test", batch_s
         split: train or test.
         batch_size: evaluation batch size.
     """
-    from .data import load_dataset
-    from .arch import arch_of
-    from .models import load_ancestry
-    from .train import evaluate
-
-    from .clip.model import is_clip_folder  # needs no open_clip: a file check
-
-    if is_clip_folder(model):  # zero-shot accuracy and retrieval recall@1/5 on caption pairs
-        from .clip.workflow import evaluate_clip_folder
-
-        print(json.dumps({"model": model, "data": data, "split": split, **evaluate_clip_folder(model, data, split)}))
-        return
-    _require_path(model, "a model folder", "create one with `learngene ancestry`, `expand` or `finetune`",
-                  bare_names_too=False)
-    net = load_ancestry(model)
-    arch = arch_of(net)
-    ds = load_dataset(data, split, image_size=arch.side, in_chans=arch.in_chans)
-    if ds.info.num_classes != net.num_classes:
-        raise ConfigError(f"the model has {net.num_classes} classes but {data} has {ds.info.num_classes}; "
-                          "fine-tune it on this dataset first")
-    metrics = evaluate(net, ds, batch_size=batch_size)
+    if recipes.folder_kind(model) is None:
+        _require_path(model, "a model folder", "create one with `learngene ancestry`, `expand` or `finetune`",
+                      bare_names_too=False)
+    metrics = recipes.evaluate_model(model, data, split, batch_size=batch_size)
     print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
 
 
@@ -392,18 +270,14 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
     Args:
         gene: learngene folder.
         json_output: print the whole config as JSON instead of a summary.
-        plot: cluster-learngene only: write a PNG of mean attention distance per head and layer,
-            clusters coloured, to this path.
+        plot: write the method's picture of the learngene (a PNG) to this path, for methods that
+            draw one (e.g. attention distances per head and layer, clusters coloured).
     """
     import math
 
-    from .api import load
-
     learngene = load(gene)
     if plot:
-        from .methods.cluster_learngene import plot_attention_distances
-
-        plot = str(plot_attention_distances(learngene, plot))
+        plot = str(learngene.plot(plot))
     if json_output:
         print(json.dumps(learngene.to_config_dict(), indent=2))
         return
@@ -441,7 +315,8 @@ def cmd_info(gene: str, *, json_output: bool = False, plot: str | None = None) -
 def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_epochs: int = 2,
              depths: list[int] | None = None, downstream: str = "mnist-5k", epochs: int = 6, seed: int = 0,
              overrides: dict[str, Any] | None = None) -> None:
-    """The end-to-end demo: ancestry -> learngene -> descendants of 3 depths vs scratch, table + plot.
+    """The end-to-end demo: ancestry -> learngene -> descendants of 3 depths vs the same shapes
+    from a random init, table + plot.
 
     Args:
         out: output folder (the ancestry is cached here, keyed by its config).
@@ -452,8 +327,6 @@ def cmd_demo(*, out: str = "runs/demo", ancestry: str | None = None, ancestry_ep
         epochs: fine-tuning epochs of every descendant.
         seed: seed of everything.
     """
-    from .demo import DemoConfig, run_demo
-
     if ancestry is not None:
         _require_path(ancestry, "an ancestry folder", "train one with `learngene ancestry` or leave --ancestry out",
                       option="--ancestry")
@@ -489,8 +362,6 @@ def cmd_bench(suite: str, *, methods: str | None = None, datasets: str | None = 
         ancestry: use this ancestry folder instead of training (or reusing) the suite's.
         workers: train this many cells at once, one process each, torch threads split between them.
     """
-    from .bench import bench
-
     bench(suite, methods=methods, datasets=datasets, seeds=seeds, out=out, results_dir=results_dir,
           ancestry=ancestry, workers=workers)
 
@@ -509,14 +380,28 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def _method_options_help(namespace: argparse.Namespace) -> str:
+    """`learngene extract METHOD --help`: METHOD's options, read from its config dataclass."""
+    method = getattr(namespace, "method", None)
+    if method is None:
+        return f"METHOD's options: `learngene extract METHOD --help` (methods: {', '.join(list_methods())})"
+    try:
+        spec = get_method(method)
+    except UnknownMethodError as e:
+        return str(e)
+    return dataclass_help(spec.config_cls, f"options of {method} (key=value after the arguments, or under "
+                                           "`options:` in a --config file):")
 
+
+MORE_HELP = {"extract": _method_options_help}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="learngene", description="Learngene: condense an ancestry model, grow descendants.")
     parser.add_argument("--version", action="version", version=f"learngene-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, func in COMMANDS.items():
-        add_subcommand(sub, name, func)
+        add_subcommand(sub, name, func, more_help=MORE_HELP.get(name))
     return parser
 
 

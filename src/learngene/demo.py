@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json
+from .api import extract
+from .arch import arch_of
+from .bench import train_or_reuse_ancestry as train_or_reuse
+from .bench.report import save_figure
 from .errors import ConfigError
+from .models import load_ancestry
+from .recipes import Shape, finetune, grow, load_splits
+from .train import TrainConfig
+from .version import __version__
 
 
 @dataclass
@@ -44,18 +52,11 @@ class DemoConfig:
             raise ConfigError(f"depths must be positive integers, got {self.depths!r}")
 
 
-def _side(img_size: Any) -> int:
-    return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
-
-
 def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     """Return (ancestry folder, its training cost). Reuses a finished run with the same config.
 
     Shared with `learngene bench` (same folder name and key for the same recipe).
     """
-    from .bench import train_or_reuse_ancestry as train_or_reuse
-    from .train import TrainConfig
-
     if cfg.ancestry:
         path = Path(cfg.ancestry)
         meta = json.loads((path / "model_config.json").read_text()) if (path / "model_config.json").is_file() else {}
@@ -68,12 +69,6 @@ def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str,
 
 def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     import torch
-
-    from . import __version__
-    from .api import extract
-    from .data import load_dataset
-    from .models import load_ancestry
-    from .train import TrainConfig, fit
 
     start = time.perf_counter()
     out = Path(cfg.out)
@@ -88,9 +83,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     }
     genes[cfg.method].save(out / f"learngene-{cfg.method}")
 
-    size, chans = _side(ancestry.patch_embed.img_size), ancestry.patch_embed.proj.in_channels
-    train = load_dataset(cfg.downstream, "train", image_size=size, in_chans=chans)
-    test = load_dataset(cfg.downstream, "test", image_size=size, in_chans=chans)
+    train, test = load_splits(cfg.downstream, arch_of(ancestry))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                             warmup_epochs=min(1, cfg.epochs), checkpoint=False)
     print(f"[3/4] fine-tuning {len(genes) * len(cfg.depths)} descendants on {cfg.downstream} "
@@ -98,9 +91,11 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     rows = []
     for depth in cfg.depths:
         for method, gene in genes.items():
-            model = gene.expand(depth=depth, num_classes=train.info.num_classes, seed=cfg.seed)
+            # the plain ViT expand grows (for PEG-style methods: maps folded before training)
+            child = grow(gene, shape=Shape(depth=depth), num_classes=train.info.num_classes, seed=cfg.seed,
+                         trainable=False)
             run_dir = out / "descendants" / f"{method}-depth{depth}"
-            result = fit(model, train, test, train_cfg, out_dir=run_dir, progress=False)
+            model, result = finetune(child, (train, test), train_cfg, run_dir, progress=False)
             rows.append({
                 "method": method, "depth": depth,
                 "params": sum(p.numel() for p in model.parameters()),
@@ -155,6 +150,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    from .bench.report import save_figure
-
     return save_figure(fig, path, dpi=120)

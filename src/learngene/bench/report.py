@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json, atomic_write_text
-from ..arch import ViTArch
+from ..arch import ViTArch, create_vit
 from .suite import REPO_ROOT, Suite, plan_cells, suite_shapes
 
 PER_SHAPE_METHODS = ("pretrain-finetune",)  # baselines that store one whole model per shape
@@ -70,8 +70,6 @@ def machine_info() -> dict[str, Any]:
 
 
 def _vit_params(arch: ViTArch, shape: tuple[int, int, int]) -> int:
-    from ..arch import create_vit
-
     depth, embed_dim, num_heads = shape
     model = create_vit(arch.replace(depth=depth, embed_dim=embed_dim, num_heads=num_heads))
     return sum(p.numel() for p in model.parameters())

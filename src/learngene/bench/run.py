@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
+from ..api import extract, load
+from ..arch import VIT_PRESETS, ViTArch, arch_of
+from ..artifact import CONFIG_NAME
 from ..errors import ConfigError
+from ..models import load_ancestry
+from ..recipes import Shape, finetune, grow, load_split, train_ancestry
+from ..train import TrainConfig
 from .report import collect_results, git_commit, machine_info, markdown_table, write_results
 from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
 
-
 # -- ancestry ---------------------------------------------------------------------------------
-
-
-def _side(img_size: Any) -> int:
-    return int(img_size[0] if isinstance(img_size, (list, tuple)) else img_size)
 
 
 def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path, *,
@@ -35,39 +36,20 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
 
     The folder is ``out/ancestry-<preset>-<data>-<key>``; ``tag`` prefixes the progress lines.
     """
-    import torch
-
-    from ..data import dataset_info, load_dataset
-    from ..arch import create_vit
-    from ..models import save_model
-    from ..train import fit
-
     key = ancestry_key(preset, data, train_config, model_overrides)
     path = Path(out) / f"ancestry-{preset}-{data}-{key}"
     if (path / "model_config.json").is_file():
         meta = json.loads((path / "model_config.json").read_text())
         print(f"{tag}reusing ancestry {path} (test accuracy {meta.get('eval_acc', float('nan')):.3f})")
         return path, meta
-    info = dataset_info(data)
-    torch.manual_seed(train_config.seed)
-    model = create_vit(preset, num_classes=info.num_classes, **(model_overrides or {}))
-    size, chans = _side(model.patch_embed.img_size), model.patch_embed.proj.in_channels
-    train = load_dataset(data, "train", image_size=size, in_chans=chans)
-    test = load_dataset(data, "test", image_size=size, in_chans=chans)
-    print(f"{tag}training the {preset} ancestry on {data} "
-          f"({len(train):,} images x {train_config.epochs} epochs) -> {path}")
-    result = fit(model, train, test, train_config, out_dir=path, resume=True)
-    cost = {"samples_seen": result.samples_seen, "train_flops": result.train_flops, "wall_time_s": result.wall_time_s}
-    save_model(model, path, data=data, preset=preset, eval_acc=result.eval_acc, cost=cost)
+    _, result = train_ancestry(preset, data, train_config, path, model_overrides=model_overrides, resume=True,
+                               announce=lambda line: print(f"{tag}{line}"))
     print(f"      ancestry test accuracy {result.eval_acc:.3f}")
     return path, json.loads((path / "model_config.json").read_text())
 
 
 def recorded_ancestry_key(path: Path) -> str:
     """The recipe key of an ancestry folder written by our trainer, or a hash of its weights."""
-    from ..arch import VIT_PRESETS
-    from ..train import TrainConfig
-
     model_config, summary = path / "model_config.json", path / "train_summary.json"
     if model_config.is_file() and summary.is_file():
         meta = json.loads(model_config.read_text())
@@ -85,8 +67,6 @@ def recorded_ancestry_key(path: Path) -> str:
 
 def _suite_ancestry(suite: Suite, out: Path, given: str | None) -> tuple[Path, str, dict[str, Any]]:
     """(folder, key, model_config.json) of the suite's ancestry: the given one, or trained/reused."""
-    from ..train import TrainConfig
-
     spec = suite.ancestry
     train_config = TrainConfig.from_dict(spec.train)
     wanted = ancestry_key(spec.preset, spec.data, train_config, spec.model_overrides())
@@ -139,10 +119,6 @@ def _select(names: list[str] | None, valid: list[str], what: str) -> list[str]:
 
 def extract_or_reuse_gene(entry: MethodEntry, key: str, ancestry_path: Path, data: str, genes_dir: Path):
     """The entry's learngene, extracted once into genes_dir/<method>-<key>."""
-    from ..api import extract
-    from ..api import load
-    from ..artifact import CONFIG_NAME
-
     path = genes_dir / f"{entry.method}-{key}"
     if (path / CONFIG_NAME).is_file():
         return load(path), path
@@ -168,17 +144,14 @@ def _cached(key: tuple, make):
     return _WORKER_CACHE[key]
 
 
-def _run_cell(job: tuple, suite: Suite, side: int, chans: int, provenance: dict[str, Any]) -> tuple:
+def _run_cell(job: tuple, suite: Suite, arch: ViTArch, provenance: dict[str, Any]) -> tuple:
     """Train one cell and write its record atomically; returns (index, cell, record)."""
-    from ..api import load
-    from ..data import load_dataset
-
     i, cell, gene_path, record_path = job
     gene = _cached(("gene", str(gene_path)), lambda: load(gene_path))
-    train = _cached(("data", cell.dataset, "train", side, chans),
-                    lambda: load_dataset(cell.dataset, "train", image_size=side, in_chans=chans))
-    test = _cached(("data", cell.dataset, "test", side, chans),
-                   lambda: load_dataset(cell.dataset, "test", image_size=side, in_chans=chans))
+    train = _cached(("data", cell.dataset, "train", arch.side, arch.in_chans),
+                    lambda: load_split(cell.dataset, arch, "train"))
+    test = _cached(("data", cell.dataset, "test", arch.side, arch.in_chans),
+                   lambda: load_split(cell.dataset, arch, "test"))
     record = train_cell(cell, gene, train, test, suite.finetune_config(cell.seed, cell.entry), provenance)
     atomic_write_json(record_path, record)
     return i, cell, record
@@ -190,13 +163,13 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_cells(jobs: list[tuple], suite: Suite, side: int, chans: int, provenance: dict[str, Any], workers: int):
+def _train_cells(jobs: list[tuple], suite: Suite, arch: ViTArch, provenance: dict[str, Any], workers: int):
     """Yield (index, cell, record) as cells finish. ``workers`` > 1: that many processes, the
     torch threads split between them (on a few cores, one small model per core beats two
     threads on one model)."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield _run_cell(job, suite, side, chans, provenance)
+            yield _run_cell(job, suite, arch, provenance)
         return
     import concurrent.futures
     import multiprocessing
@@ -206,7 +179,7 @@ def _train_cells(jobs: list[tuple], suite: Suite, side: int, chans: int, provena
     threads = max(1, torch.get_num_threads() // workers)
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(_run_cell, job, suite, side, chans, provenance) for job in jobs]
+        futures = [pool.submit(_run_cell, job, suite, arch, provenance) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
 
@@ -223,8 +196,6 @@ def _print_cell(i: int, total: int, cell: Cell, record: dict[str, Any], *, cache
 def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any]) -> dict[str, Any]:
     """Expand and fine-tune one cell with TrainConfig ``config``; a shape the method cannot make
     is a 'skipped' record with the reason."""
-    from ..train import fit
-
     depth, embed_dim, num_heads = cell.shape
     record: dict[str, Any] = {
         "cell": cell.key, "method_name": cell.entry.method, "label": cell.entry.label,
@@ -234,12 +205,11 @@ def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, proven
     }
     start = time.perf_counter()
     try:
-        model = gene.expand(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
-                            num_classes=train.info.num_classes, seed=cell.seed, trainable=True)
+        child = grow(gene, shape=Shape(depth, embed_dim, num_heads), num_classes=train.info.num_classes,
+                     seed=cell.seed)
     except ConfigError as e:
         return {**record, "status": "skipped", "reason": str(e)}
-    result = fit(model, train, test, config, progress=False)
-    model = gene.fold(model)  # PEG-style maps fold away: params counts the plain ViT
+    model, result = finetune(child, (train, test), config, progress=False)  # model: the plain ViT (maps folded)
     cost = gene.provenance.get("cost", {})
     return {
         **record, "status": "trained",
@@ -271,9 +241,6 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
 
     ``workers``: train that many cells at once in separate processes (results are the same
     cells; a cell's numbers can differ in the last digits with the thread count)."""
-    from ..arch import arch_of
-    from ..models import load_ancestry
-
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     start = time.perf_counter()
@@ -315,8 +282,7 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
             gene_paths[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
                                                               data_name, out / "genes")[1]
     jobs = [(i, cell, gene_paths[cell.gene_key], cells_dir / f"{cell.key}.json") for i, cell in pending]
-    side, chans = arch.side, arch.in_chans
-    for i, cell, record in _train_cells(jobs, suite, side, chans, provenance, workers):
+    for i, cell, record in _train_cells(jobs, suite, arch, provenance, workers):
         trained += record["status"] == "trained"
         skipped += record["status"] == "skipped"
         _print_cell(i, len(cells), cell, record, cached=False)

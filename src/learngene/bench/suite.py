@@ -17,8 +17,11 @@ from typing import Any
 
 import yaml
 
-from ..arch import ViTArch
+from ..arch import ViTArch, validate_shape, vit_kwargs
+from ..data import dataset_info
 from ..errors import ConfigError, LearngeneError
+from ..registry import config_to_dict, get_method, list_methods, make_config
+from ..train import TrainConfig
 
 CELL_FORMAT = 1                                   # bump to invalidate every cached cell
 SUITES_DIR = Path("benchmarks") / "suites"        # suite names are looked up here (cwd, then the repo)
@@ -71,8 +74,6 @@ class Suite:
 
     def finetune_config(self, seed: int, entry: MethodEntry | None = None):
         """The TrainConfig of a cell: the suite's recipe, the entry's overrides, the seed."""
-        from ..train import TrainConfig
-
         overrides = entry.finetune if entry is not None else {}
         return TrainConfig.from_dict({**self.finetune, **overrides, "seed": seed, "checkpoint": False})
 
@@ -122,10 +123,6 @@ def find_suite(name_or_path: str) -> Path:
 
 def load_suite(name_or_path: str) -> Suite:
     """Read and validate a suite file; any problem is a one-line ConfigError naming the file."""
-    from ..data import dataset_info
-    from ..arch import validate_shape, vit_kwargs
-    from ..train import TrainConfig
-
     path = find_suite(name_or_path)
     where = f"suite {path}"
     try:
@@ -209,8 +206,6 @@ def load_suite(name_or_path: str) -> Suite:
 
 def method_config(entry: MethodEntry, where: str = "suite") -> dict[str, Any] | None:
     """The entry's full method config as a dict, or None if the method is not registered."""
-    from ..registry import config_to_dict, get_method, list_methods, make_config
-
     if entry.method not in list_methods():
         return None
     try:
@@ -269,8 +264,6 @@ def plan_cells(suite: Suite, ancestry: str, arch: ViTArch, *, methods: list[str]
         entry = by_label[label]
         config = method_config(entry)
         if config is None:
-            from ..registry import list_methods
-
             unavailable[label] = (f"method {entry.method!r} is not registered in this version "
                                   f"(registered: {', '.join(list_methods())})")
             continue

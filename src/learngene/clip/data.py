@@ -25,8 +25,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from ..errors import ConfigError
 from ..data import dataset_info, load_dataset
+from ..errors import ConfigError
 
 TEMPLATES = ("a photo of a {size} {bright} {name}", "a {bright} {name}, {size}", "this {name} is {size} and {bright}")
 BRIGHTNESS = ("dark", "bright")

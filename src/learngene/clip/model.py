@@ -14,14 +14,14 @@ from torch import nn
 from .._io import atomic_save_safetensors, atomic_write_json
 from ..arch import ViTArch
 from ..errors import ConfigError
+from ..stack import from_stack
+from ..stack.init import blank_stack
+from ..train import fit
 from .data import CaptionPairs, CaptionTokenizer
+from .hf_adapter import hf_to_stack
 from .loss import ContrastiveClip, contrastive_loss_fn
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
 from .stack import ClipStack, clip_arch
-from ..train import fit
-from .hf_adapter import hf_to_stack
-from ..stack import from_stack
-from ..stack.init import blank_stack
 
 
 def clip_mini_arch(vocab_size: int, *, image_layers: int = 6, text_layers: int = 6, width: int = 96,

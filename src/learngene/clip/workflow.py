@@ -18,12 +18,13 @@ from typing import Any, Sequence
 
 import torch
 
+from ..data.registry import FIXED_DATASETS
+from ..errors import ConfigError
 from .data import CaptionTokenizer, load_caption_pairs, tokenizer_for
 from .model import clip_mini_arch, evaluate_clip, load_clip_ancestry, save_clip_ancestry, train_clip
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
 from .stack import ClipStack
-from ..data.registry import FIXED_DATASETS
-from ..errors import ConfigError
+
 
 def train_clip_ancestry(data: str, out: str | Path, config, *, vocabulary: Sequence[str] | None = None,
                         limit: int | None = None, image_layers: int = 6, text_layers: int = 6, width: int = 96,

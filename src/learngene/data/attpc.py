@@ -65,10 +65,10 @@ from typing import Any
 import numpy as np
 
 from learngene._io import atomic_replace_dir
-from learngene.errors import ConfigError, DatasetNotFoundError
-from learngene.data.sources import default_cache_dir
 from learngene.data.dataset import DatasetInfo, ImageDataset
 from learngene.data.processing import compute_mean_std, convert_stats, to_float_images
+from learngene.data.sources import default_cache_dir
+from learngene.errors import ConfigError, DatasetNotFoundError
 
 CLASS_NAMES = ("proton", "carbon", "junk")
 PROJECTIONS = ("xy+zy", "xy", "zy")
@@ -242,7 +242,11 @@ def _import_engine() -> dict[str, Any]:
         from attpc_engine.detector.simulator import simulate
         from attpc_engine.detector.writer import convert_to_spyral
         from attpc_engine.kinematics import (
-            ExcitationGaussian, KinematicsPipeline, KinematicsTargetMaterial, PolarUniform, Reaction,
+            ExcitationGaussian,
+            KinematicsPipeline,
+            KinematicsTargetMaterial,
+            PolarUniform,
+            Reaction,
         )
         from spyral_utils.nuclear.target import GasTarget
     except ImportError as error:

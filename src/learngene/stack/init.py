@@ -42,7 +42,6 @@ import math
 from functools import lru_cache
 
 import torch
-
 from timm.models.vision_transformer import VisionTransformer
 
 from ..arch import ViTArch, create_vit

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+
 from learngene.errors import ConfigError
 
 # Parameter names (last dotted component) that never get weight decay, even if a model

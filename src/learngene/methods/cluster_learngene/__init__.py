@@ -20,7 +20,7 @@ register_method(MethodSpec(
     summary="cluster each layer's heads by mean attention distance (DBSCAN) and adjacent FFNs by behaviour; "
             "representatives grow any depth and head count (priority weight-sharing, trainable FFN transform)",
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
-    expand_trainable=expand_trainable, fold=fold,
+    expand_trainable=expand_trainable, fold=fold, plot=plot_attention_distances,
 ))
 
 __all__ = ["ClusterDescendant", "ClusterLearngeneConfig", "cluster_heads", "cluster_summary", "expand_trainable",

@@ -3,30 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ConfigError
-from .._checks import check_training, is_int as _is_int, is_num as _is_num
-
-MAX_STUDENTS = 8  # the paper uses 2-3; more only multiplies the distillation cost
-
-
-def check_widths(method: str, widths, num_heads) -> None:
-    """Widths: strictly increasing positive integers (narrowest first); heads: one per width, dividing it."""
-    if widths is not None:
-        if not isinstance(widths, list) or not 2 <= len(widths) <= MAX_STUDENTS or not all(
-                _is_int(w) and w >= 1 for w in widths):
-            raise ConfigError(f"{method} widths must be a list of 2 to {MAX_STUDENTS} positive integers, got {widths!r}")
-        if any(a >= b for a, b in zip(widths, widths[1:])):
-            raise ConfigError(f"{method} widths must be strictly increasing (narrowest first), got {widths}")
-    if num_heads is not None:
-        if widths is None:
-            raise ConfigError(f"{method} num_heads needs widths (one head count per width)")
-        if not isinstance(num_heads, list) or len(num_heads) != len(widths) or not all(
-                _is_int(h) and h >= 1 for h in num_heads):
-            raise ConfigError(f"{method} num_heads must be a list of {len(widths)} positive integers, got {num_heads!r}")
-        for w, h in zip(widths, num_heads):
-            if w % h:
-                raise ConfigError(f"{method}: width {w} is not divisible by {h} heads; choose num_heads among "
-                                  f"{[d for d in range(1, w + 1) if w % d == 0][:12]}")
-
+from .._checks import check_training, check_widths, is_int as _is_int, is_num as _is_num
 
 @dataclass
 class LearngenePoolConfig:

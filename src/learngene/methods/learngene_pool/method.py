@@ -52,11 +52,18 @@ from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import to_stack
-from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
-                          unpack_anchors)
+from ...train import TrainConfig, fit
+from .._stitching import (
+    StitchedSupernet,
+    anchor_archs,
+    build_supernet,
+    initialise,
+    pack_anchors,
+    stored_archs,
+    unpack_anchors,
+)
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, check_matches, default_matches, make_extra_loss, recording
-from ...train import TrainConfig, fit
 
 METHOD = "learngene-pool"
 STUDENTS = "students"

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ...clip._tables import clip_stack_to_state_dict
 from ...clip.loss import ContrastiveClip, clip_loss
 from ...clip.open_clip_adapter import OPEN_CLIP_TABLE, build_open_clip
-from ...clip._tables import clip_stack_to_state_dict
 from ...clip.stack import TOWERS, ClipStack, Tower
 from ...stack import BLOCK_MATRICES
-from .._common import pack, unpack
-from .._computed import register_nested, strip_parameters
 from ...train import TrainConfig, fit
 from ...train.flops import forward_flops_per_sample
+from .._common import pack, unpack
+from .._computed import register_nested, strip_parameters
 
 Tensors = dict[str, torch.Tensor]
 BlockRule = Callable[[Tensors, str, int], list[Tensors]]

@@ -38,17 +38,17 @@ import torch
 
 from ...arch import ViTArch
 from ...artifact import Artifact, created_now
+from ...clip.data import CaptionPairs, CaptionTokenizer, load_caption_pairs
+from ...clip.hf_adapter import stack_to_hf
 from ...clip.model import image_classifier_arch, image_tower_to_timm, load_clip_ancestry
 from ...clip.open_clip_adapter import stack_to_open_clip
 from ...clip.stack import TOWERS, ClipStack, Tower, clip_arch, validate_clip_stack
 from ...errors import ConfigError
 from ...registry import config_to_dict
+from ...version import __version__
 from .._common import pack, unpack
 from .condense import CondensedClip, build_stack, build_tower, condense, shell_tensors
 from .config import MmlgConfig
-from ...version import __version__
-from ...clip.hf_adapter import stack_to_hf
-from ...clip.data import CaptionPairs, CaptionTokenizer, load_caption_pairs
 
 Tensors = dict[str, torch.Tensor]
 

@@ -27,10 +27,17 @@ from ...artifact import Artifact
 from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import to_stack
-from .._stitching import (StitchedSupernet, anchor_archs, build_supernet, initialise, pack_anchors, stored_archs,
-                          unpack_anchors)
-from .config import SnNetConfig
 from ...train import TrainConfig, fit
+from .._stitching import (
+    StitchedSupernet,
+    anchor_archs,
+    build_supernet,
+    initialise,
+    pack_anchors,
+    stored_archs,
+    unpack_anchors,
+)
+from .config import SnNetConfig
 
 METHOD = "sn-net"
 ANCHORS = "anchors"
