@@ -55,9 +55,12 @@ from learngene._io import atomic_write_json  # noqa: E402
 from learngene.arch import create_vit, vit_kwargs  # noqa: E402
 from learngene.registry import get_method, list_methods  # noqa: E402
 from learngene.train.flops import forward_flops_per_sample  # noqa: E402
+from learngene.train.precision import attention_kernel, choose_path  # noqa: E402
 from trainer_vs_bare import bare_loop, fit_run  # noqa: E402
 
-PARTS = ("matmul", "trainer", "distill", "expand")
+PARTS = ("matmul", "paths", "trainer", "distill", "expand")
+# The shapes of the paths part: (preset, batch, overrides): vit-mini (17 tokens) and DeiT-Tiny at 224 px (197).
+PATH_SHAPES = (("vit-mini", 128, {}), ("deit-tiny", 32, {"num_classes": 10}))
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -133,9 +136,16 @@ def _release_freed_memory() -> None:
         pass
 
 
-def matmul_flops(device: torch.device, size: int, repeats: int = 5) -> dict:
-    """Best FLOP/s of a square matmul (bf16 on CUDA, fp32 on CPU): what the machine can do."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_peaks(device: torch.device, size: int, repeats: int = 5) -> dict:
+    """Best matmul FLOP/s in fp32 and bf16: the MFU denominators of each precision."""
+    peaks = {name: matmul_flops(device, size, repeats, dtype=dtype)
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return {"size": size, "peaks": peaks, "bf16_over_fp32": peaks["bf16"]["flops_per_s"] / peaks["fp32"]["flops_per_s"]}
+
+
+def matmul_flops(device: torch.device, size: int, repeats: int = 5, *, dtype: torch.dtype | None = None) -> dict:
+    """Best FLOP/s of a square matmul (default: bf16 on CUDA, fp32 on CPU)."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up
@@ -151,6 +161,15 @@ def matmul_flops(device: torch.device, size: int, repeats: int = 5) -> dict:
     return {"size": size, "dtype": str(dtype).removeprefix("torch."), "flops_per_s": 2 * size**3 / best}
 
 
+def _peak(matmul: dict | None, precision: str) -> float | None:
+    """The measured matmul FLOP/s of ``precision`` ("bf16", else fp32)."""
+    if not matmul:
+        return None
+    if "peaks" in matmul:
+        return matmul["peaks"]["bf16" if precision == "bf16" else "fp32"]["flops_per_s"]
+    return matmul.get("flops_per_s")
+
+
 # ---- parts --------------------------------------------------------------------------------
 def _model_and_data(args, device: torch.device):
     arch = vit_kwargs(args.model)
@@ -163,13 +182,20 @@ def _model_and_data(args, device: torch.device):
     return create_vit(arch), arch, images, labels
 
 
-def training_part(args, device: torch.device, matmul: dict | None, *, distill: bool) -> dict:
-    """fit vs the bare loop (with a teacher when ``distill``), alternating; medians."""
+# The compute paths the training parts compare: "auto" (TrainConfig's default, train/precision.py)
+# and "fp32-fused" (the path every run took before the rule: fp32 on CPU, fused attention).
+PATHS = {"auto": ("auto", "auto"), "fp32-fused": ("off", "fused")}
+
+
+def training_part(args, device: torch.device, matmul: dict | None, *, distill: bool, path: str = "auto") -> dict:
+    """fit vs a bare loop on the same kernels (with a teacher when ``distill``), alternating; medians."""
     base, arch, images, labels = _model_and_data(args, device)
     teacher = copy.deepcopy(base).to(device).eval() if distill else None
     data = TensorDataset(images, labels)  # fit copies it to the GPU itself when it fits
     images_dev, labels_dev = images.to(device), labels.to(device)
-    amp = device.type == "cuda"
+    amp_mode, attention_mode = PATHS[path]
+    chosen = choose_path(amp_mode, attention_mode, device)
+    amp = chosen.amp == "bf16"
     steps = args.steps_per_epoch * args.epochs
     lr = 1e-3
 
@@ -178,12 +204,15 @@ def training_part(args, device: torch.device, matmul: dict | None, *, distill: b
         return torch.compile(model) if args.compile else model
 
     def run_bare(seed):
-        return bare_loop(prepared(), images_dev, labels_dev, batch=args.batch, steps=steps, lr=lr, seed=seed,
-                         device=str(device), amp=amp, teacher=teacher)
+        model = prepared()
+        with attention_kernel(model, chosen.attention), attention_kernel(teacher or torch.nn.Identity(),
+                                                                         chosen.attention):
+            return bare_loop(model, images_dev, labels_dev, batch=args.batch, steps=steps, lr=lr, seed=seed,
+                             device=str(device), amp=amp, teacher=teacher)
 
     def run_fit(seed):
         return fit_run(prepared(), data, batch=args.batch, epochs=args.epochs, lr=lr, seed=seed,
-                       device=str(device), amp="auto", teacher=teacher)
+                       device=str(device), amp=amp_mode, attention=attention_mode, teacher=teacher)
 
     def measured(run, seed):
         with PeakMemory(device) as mem:
@@ -208,22 +237,82 @@ def training_part(args, device: torch.device, matmul: dict | None, *, distill: b
     fwd = forward_flops_per_sample(base, images[:1])
     teacher_fwd = fwd if distill else 0
     achieved = (3 * fwd + teacher_fwd) * med("fit_images_per_s")
+    peak = _peak(matmul, chosen.amp)
     return {
         "model": args.model, "arch": arch, "params": sum(p.numel() for p in base.parameters()),
-        "fused_attn": bool(getattr(base.blocks[0].attn, "fused_attn", False)),
-        "batch_size": args.batch, "steps_per_repeat": steps, "repeats": args.repeats, "amp": "bf16" if amp else "off",
+        "path": path, "compute_path": chosen.to_dict(), "fused_attn": chosen.attention == "fused",
+        "batch_size": args.batch, "steps_per_repeat": steps, "repeats": args.repeats, "amp": chosen.amp,
         "compile": args.compile, "teacher": "a copy of the model, inference mode" if distill else None,
         "forward_flops_per_sample": fwd,
         "rows": rows,
         "median_bare_images_per_s": med("bare_images_per_s"), "median_fit_images_per_s": med("fit_images_per_s"),
         "median_ratio": med("ratio"), "target_ratio": 0.95,
         "achieved_train_flops_per_s": achieved,
-        "mfu": achieved / matmul["flops_per_s"] if matmul else None,
+        "mfu": achieved / peak if peak else None,
+        "mfu_peak": {"precision": chosen.amp if chosen.amp == "bf16" else "fp32", "flops_per_s": peak},
         "peak_extra_memory_mib": {"fit": max(r["fit_peak_extra_mib"] for r in rows),
                                   "bare": max(r["bare_peak_extra_mib"] for r in rows)},
         "notes": "ratio = fit images/s / bare images/s (wall clock, whole fit() call incl. setup); training FLOPs "
-                 "= 3 x forward (+ the teacher's forward); mfu = achieved / measured matmul FLOP/s",
+                 "= 3 x forward (+ the teacher's forward); mfu = achieved / the measured matmul FLOP/s of the "
+                 "precision the path computes in",
     }
+
+
+def paths_part(args, device: torch.device, matmul: dict | None) -> dict:
+    """A bare timm training step (AdamW) per shape, in fp32 and bf16 autocast, with fused and explicit
+    attention, side by side: alternating rounds, median images/s; MFU against each precision's peak."""
+    shapes = PATH_SHAPES if not args.tiny else (("vit-mini", 8, {"depth": 2}),)
+    rows = []
+    for preset, batch, overrides in shapes:
+        torch.manual_seed(0)
+        base = create_vit(preset, **overrides).to(device)
+        arch = vit_kwargs(preset, **overrides)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, arch["in_chans"], arch["img_size"], arch["img_size"], generator=g).to(device)
+        y = torch.randint(0, arch["num_classes"], (batch,), generator=g).to(device)
+        fwd = forward_flops_per_sample(base, x[:1])
+        combos = [(p, k) for p in ("fp32", "bf16") for k in ("fused", "explicit")]
+        rates: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
+        steps = 2 if args.tiny else max(3, args.path_steps if preset == "vit-mini" else args.path_steps // 3)
+        for r in range(args.path_rounds):
+            for precision, kernel in combos if r % 2 == 0 else combos[::-1]:
+                model = copy.deepcopy(base)
+                with attention_kernel(model, kernel):
+                    rates[(precision, kernel)].append(_bare_steps(model, x, y, steps, precision == "bf16", device))
+        for (precision, kernel), values in rates.items():
+            rate = statistics.median(values)
+            peak = _peak(matmul, precision)
+            rows.append({"model": preset, "overrides": overrides, "batch": batch, "tokens": base.patch_embed.num_patches + 1,
+                         "precision": precision, "attention": kernel, "images_per_s": rate, "rounds": values,
+                         "mfu": 3 * fwd * rate / peak if peak else None})
+            print(f"  {preset} b{batch} {precision} {kernel}: {rate:.1f} img/s", flush=True)
+    chosen = choose_path("auto", "auto", device)
+    return {"rows": rows, "auto_path": chosen.to_dict(),
+            "notes": "bare AdamW steps on random data; each round builds a fresh copy; median over rounds; "
+                     "mfu = 3 x forward FLOPs x images/s / the measured matmul peak of the row's precision"}
+
+
+def _bare_steps(model, x, y, steps: int, bf16: bool, device: torch.device) -> float:
+    """Images/s of ``steps`` training steps after two warm-up steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+
+    def one():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one(), one()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return x.shape[0] * steps / (time.perf_counter() - t0)
 
 
 def _tiny_extraction(spec, ancestry_arch: dict, n: int) -> tuple[dict, TensorDataset | None]:
@@ -423,6 +512,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="torch.compile both models of the training parts")
     ap.add_argument("--matmul-size", type=int, default=0, help="0: 2048 on CPU, 8192 on CUDA")
+    ap.add_argument("--paths", default="fp32-fused,auto", help=f"compute paths of the training parts, of {list(PATHS)}")
+    ap.add_argument("--path-rounds", type=int, default=3, help="alternating rounds of the paths part")
+    ap.add_argument("--path-steps", type=int, default=9, help="timed steps per round (a third for DeiT-Tiny)")
     ap.add_argument("--expand-preset", default="deit-base", help="ancestry (= descendant) shape of the expand part")
     ap.add_argument("--methods", default="", help="comma-separated methods of the expand part (default: all)")
     ap.add_argument("--extract-batch", type=int, default=2, help="images of the one extraction step of training methods")
@@ -435,6 +527,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.tiny:
         args.batch, args.steps_per_epoch, args.epochs, args.repeats, args.expand_repeats = 8, 2, 2, 1, 1
+        args.path_rounds = 1
         args.matmul_size = args.matmul_size or 256
         if args.expand_preset == "deit-base":
             args.expand_preset = "vit-mini"
@@ -455,18 +548,32 @@ def main() -> None:
     out_dir = Path(args.out_dir)
 
     matmul = None
-    if "matmul" in parts or {"trainer", "distill"} & set(parts):
-        matmul = matmul_flops(device, args.matmul_size or (8192 if device.type == "cuda" else 2048))
-        print(f"matmul: {matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({matmul['dtype']}, n={matmul['size']})", flush=True)
+    if "matmul" in parts or {"paths", "trainer", "distill"} & set(parts):
+        matmul = matmul_peaks(device, args.matmul_size or (8192 if device.type == "cuda" else 2048))
+        print("matmul: " + ", ".join(f"{name} {p['flops_per_s'] / 1e9:.1f} GFLOP/s" for name, p in matmul["peaks"].items())
+              + f" (n={matmul['size']})", flush=True)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if sorted(set(paths) - set(PATHS)):
+        ap.error(f"unknown path(s) in --paths {args.paths!r}; choose among {', '.join(PATHS)}")
     for part in parts:
         print(f"{part}:", flush=True)
         machine = machine_info(device if part != "expand" else torch.device("cpu"))  # load average before the part
         if part == "matmul":
             result = matmul
+        elif part == "paths":
+            result = paths_part(args, device, matmul)
         elif part in ("trainer", "distill"):
-            result = training_part(args, device, matmul, distill=part == "distill")
-            print(f"  median ratio {result['median_ratio']:.3f}, fit {result['median_fit_images_per_s']:.1f} img/s, "
-                  f"MFU {result['mfu']:.3f}", flush=True)
+            by_path = {}
+            for path in paths:
+                print(f"  path {path}:", flush=True)
+                by_path[path] = training_part(args, device, matmul, distill=part == "distill", path=path)
+                print(f"  median ratio {by_path[path]['median_ratio']:.3f}, fit "
+                      f"{by_path[path]['median_fit_images_per_s']:.1f} img/s, MFU {by_path[path]['mfu']:.3f}", flush=True)
+            result = {"paths": by_path}
+            if {"auto", "fp32-fused"} <= set(by_path):
+                result["fit_speedup_auto_over_fp32_fused"] = (by_path["auto"]["median_fit_images_per_s"]
+                                                              / by_path["fp32-fused"]["median_fit_images_per_s"])
+                print(f"  fit, auto over fp32-fused: {result['fit_speedup_auto_over_fp32_fused']:.2f}x", flush=True)
         else:
             result = expand_part(args)
         record = {"benchmark": f"perf-{part}", "command": command, "commit": _commit(),

@@ -85,10 +85,10 @@ def bare_loop(model, images, labels, *, batch: int, steps: int, lr: float, seed:
 
 
 def fit_run(model, data, *, batch: int, epochs: int, lr: float, seed: int, device: str = "cpu",
-            amp: str = "off", teacher=None) -> tuple[float, float, float]:
+            amp: str = "off", attention: str = "auto", teacher=None) -> tuple[float, float, float]:
     """fit() as a whole call. Returns (wall seconds, process CPU seconds, fit's own mean images/s)."""
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, seed=seed, checkpoint=False, warmup_epochs=1,
-                      device=device, amp=amp, distill="none" if teacher is None else "soft")
+                      device=device, amp=amp, attention=attention, distill="none" if teacher is None else "soft")
     t0, c0 = time.perf_counter(), time.process_time()
     r = fit(model, data, None, cfg, progress=False, teacher=teacher)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0

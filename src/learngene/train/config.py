@@ -11,17 +11,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from learngene.errors import ConfigError
+from learngene.train.precision import ATTENTION_MODES, resolve_amp
 
 DISTILL_MODES = ("none", "soft", "hard")
 AMP_MODES = ("auto", "off", "bf16")
 
 # Fields that may differ between a run and its resumption without changing the trajectory.
-RESUME_FREE_FIELDS = ("eval_every", "checkpoint", "num_workers", "device", "compile")
+RESUME_FREE_FIELDS = ("eval_every", "checkpoint", "num_workers", "device", "compile", "attention")
 # Fields that change only the speed, not what is trained (up to float rounding): left out of
 # cache keys (``key_dict``), so switching one on reuses cached runs, and keys recorded before
 # such a field existed stay valid (the committed benchmark results name their cells by key).
-SPEED_ONLY_FIELDS = ("compile",)
+SPEED_ONLY_FIELDS = ("compile", "attention")
 
 
 @dataclass
@@ -52,8 +55,12 @@ class TrainConfig:
     distill_alpha: float = 0.5
     # Softmax temperature of soft distillation.
     distill_tau: float = 1.0
-    # Mixed precision: "auto" = bf16 autocast on CUDA only, "off", "bf16" (any device).
+    # Mixed precision: "auto" = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16,
+    # AMX), fp32 elsewhere (train/precision.py gives the measured rule); "off"; "bf16" (any device).
     amp: str = "auto"
+    # Attention kernel: "auto" (fused on CUDA, timm's explicit attention on CPU: faster there,
+    # and the only one that gains from bf16), "fused" (scaled_dot_product_attention), "explicit".
+    attention: str = "auto"
     # Evaluate on eval_data every this many epochs (and always after the last one).
     eval_every: int = 1
     # Write out_dir/checkpoint.pt after every epoch (needed for resume).
@@ -106,6 +113,8 @@ class TrainConfig:
             raise bad("distill_tau", "a number > 0")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"one of {', '.join(map(repr, AMP_MODES))}")
+        if self.attention not in ATTENTION_MODES:
+            raise bad("attention", f"one of {', '.join(map(repr, ATTENTION_MODES))}")
         if not isinstance(self.checkpoint, bool):
             raise bad("checkpoint", "True or False")
         if not isinstance(self.compile, bool):
@@ -123,8 +132,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def key_dict(self) -> dict[str, Any]:
-        """``to_dict`` without ``SPEED_ONLY_FIELDS``: what cache keys (ancestry, bench cells) hash."""
-        return {k: v for k, v in self.to_dict().items() if k not in SPEED_ONLY_FIELDS}
+        """``to_dict`` without ``SPEED_ONLY_FIELDS``: what cache keys (ancestry, bench cells) hash.
+
+        ``amp="auto"`` that resolves to bf16 on a CPU is keyed as "bf16" (a different
+        computation from the fp32 runs keyed "auto" on CPUs without native bf16).
+        """
+        out = {k: v for k, v in self.to_dict().items() if k not in SPEED_ONLY_FIELDS}
+        on_cpu = self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
+        if self.amp == "auto" and on_cpu and resolve_amp("auto", torch.device("cpu")) == "bf16":
+            out["amp"] = "bf16"
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -158,6 +175,8 @@ class TrainResult:
     train_flops: int = 0
     # Where files went (None if fit ran without out_dir).
     out_dir: str | None = None
+    # The precision and attention kernel the run used, and why (train/precision.py).
+    compute_path: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,7 +7,6 @@ are no callbacks and no trainer class.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from learngene.train.data import as_source, epoch_batches, eval_batches, order_s
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
+from learngene.train.precision import ATTENTION_MODES, ComputePath, attention_kernel, autocast, choose_path, resolve_amp
 
 log = logging.getLogger("learngene.train")
 
@@ -58,10 +58,8 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 
 def _autocast(amp: str, device: torch.device):
-    """bf16 autocast for amp="bf16", or "auto" on CUDA; otherwise a no-op context."""
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast where ``amp`` ("auto", "off", "bf16") resolves to bf16 on ``device`` (precision.py)."""
+    return autocast(resolve_amp(amp, device), device)
 
 
 def _check_logits(out: Any) -> torch.Tensor:
@@ -141,6 +139,7 @@ def evaluate(
     *,
     batch_size: int = 256,
     amp: str = "auto",
+    attention: str = "auto",
     device: str | torch.device | None = None,
     num_workers: int = 0,
 ) -> dict[str, float]:
@@ -152,6 +151,8 @@ def evaluate(
     """
     if amp not in ("auto", "off", "bf16"):
         raise ConfigError(f"amp must be 'auto', 'off' or 'bf16', got {amp!r}")
+    if attention not in ATTENTION_MODES:
+        raise ConfigError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if device is None:
@@ -165,7 +166,8 @@ def evaluate(
     else:
         info = D.DistInfo(0, 1, 0, dev, False)
     source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda", device=dev)
-    return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=amp, info=info)
+    with attention_kernel(model, choose_path(amp, attention, dev).attention):
+        return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=amp, info=info)
 
 
 def fit(
@@ -223,9 +225,11 @@ def fit(
     ok = False
     with D.sigterm_raises(info) as sigterm:
         try:
-            result = _fit(model, train_data, eval_data, cfg, info=info,
-                          out_dir=None if out_dir is None else Path(out_dir), teacher=teacher, extra_loss=extra_loss,
-                          loss_fn=loss_fn, resume=resume, progress=progress)
+            path = choose_path(cfg.amp, cfg.attention, info.device)
+            with attention_kernel(model, path.attention), attention_kernel(teacher or nn.Identity(), path.attention):
+                result = _fit(model, train_data, eval_data, cfg, info=info, path=path,
+                              out_dir=None if out_dir is None else Path(out_dir), teacher=teacher,
+                              extra_loss=extra_loss, loss_fn=loss_fn, resume=resume, progress=progress)
             ok = True
             return result
         except Exception as e:
@@ -250,8 +254,9 @@ def fit(
             D.teardown(info, ok=ok)
 
 
-def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, out_dir: Path | None,
-         teacher, extra_loss, resume: bool, progress: bool, loss_fn: LossFn | None = None) -> TrainResult:
+def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, path: ComputePath,
+         out_dir: Path | None, teacher, extra_loss, resume: bool, progress: bool,
+         loss_fn: LossFn | None = None) -> TrainResult:
     device, world = info.device, info.world_size
     write = info.is_main and out_dir is not None  # only rank 0 touches files
 
@@ -362,7 +367,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            with _autocast(cfg.amp, device):
+            with autocast(path.amp, device):
                 if loss_fn is not None:  # another objective: its loss, and logits/targets for the metric
                     loss, logits, labels = loss_fn(ddp, images, labels)
                 else:
@@ -433,7 +438,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
             "wall_time": None,
         }
         if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=cfg.amp, info=info,
+            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=path.amp, info=info,
                                   loss_fn=loss_fn)
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
@@ -470,6 +475,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, ou
         teacher_flops_per_sample=teacher_flops,
         train_flops=flops_per_train_sample * samples_seen + flops_per_rank_step * step * world,
         out_dir=None if out_dir is None else str(out_dir),
+        compute_path=path.to_dict(),
     )
     if write:
         atomic_save_safetensors(out_dir / FINAL_MODEL, model.state_dict(),

@@ -1,0 +1,125 @@
+"""The fastest correct compute path per device: mixed precision and the attention kernel.
+
+``amp="auto"`` and ``attention="auto"`` resolve by a rule that ``benchmarks/perf.py --only paths``
+measures (``benchmarks/results/perf-paths.json`` on a 2-core AVX512-BF16/AMX CPU,
+``gpu-speed.json`` on an H200):
+
+=======================  =====================  ==========================================
+device                   amp="auto"             attention="auto"
+=======================  =====================  ==========================================
+CUDA                     bf16 autocast          fused (``scaled_dot_product_attention``)
+CPU with native bf16     bf16 autocast          explicit (timm's matmul-softmax-matmul)
+(AVX512-BF16 or AMX)
+other CPUs               off (fp32)             explicit
+=======================  =====================  ==========================================
+
+Why: on CUDA the fused kernel is the fastest at every shape measured, in bf16 and fp32. On
+CPU, bf16 matrix products run on the bf16 units (AMX: several times the fp32 rate), but
+PyTorch's fused CPU attention in bf16 is slower than in fp32 (its bf16 path is not
+vectorised for these head sizes), so bf16 pays only with timm's explicit attention; in fp32
+the explicit attention is as fast or faster at ViT token counts. A CPU without native bf16
+emulates it, slower than fp32, so it stays in fp32. Master weights, optimizer state and
+checkpoints stay fp32 in every case (autocast casts per operation).
+
+Users force either choice: ``amp="off"|"bf16"``, ``attention="fused"|"explicit"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ATTENTION_MODES = ("auto", "fused", "explicit")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16)."""
+    flags = _cpu_flags()
+    if flags is not None:
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    try:  # not Linux: oneDNN's own check (true for AVX512-BF16, AMX and some AVX512 cores)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+@dataclass(frozen=True)
+class ComputePath:
+    """What a run computes with, and why (recorded in each run's summary)."""
+
+    amp: str        # "bf16" or "off"
+    attention: str  # "fused" or "explicit"
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"amp": self.amp, "attention": self.attention, "reason": self.reason}
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """"bf16" or "off" for ``amp`` ("auto", "off", "bf16") on ``device``."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "off"
+
+
+def choose_path(amp: str, attention: str, device: torch.device) -> ComputePath:
+    """The compute path for ``amp`` and ``attention`` (each "auto" or forced) on ``device``."""
+    precision = resolve_amp(amp, device)
+    if attention != "auto":
+        kernel = attention
+    else:
+        kernel = "fused" if device.type == "cuda" else "explicit"
+    if amp == "auto" and attention == "auto":
+        if device.type == "cuda":
+            reason = "CUDA: bf16 autocast with fused attention"
+        elif precision == "bf16":
+            reason = "CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast with explicit attention"
+        else:
+            reason = "CPU without native bf16: fp32 with explicit attention"
+    else:
+        reason = f"forced: amp={amp}, attention={attention}"
+    return ComputePath(precision, kernel, reason)
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast when ``precision`` is "bf16" (a resolved amp), else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def attention_kernel(model: nn.Module, kernel: str):
+    """Run timm attention modules of ``model`` with ``kernel`` ("fused" / "explicit"); restored after.
+
+    timm's ``Attention`` reads its ``fused_attn`` attribute at every forward, so switching it
+    changes the kernel without touching the weights.
+    """
+    modules = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    saved = [m.fused_attn for m in modules]
+    for m in modules:
+        m.fused_attn = kernel == "fused"
+    try:
+        yield
+    finally:
+        for m, value in zip(modules, saved):
+            m.fused_attn = value

@@ -1,0 +1,117 @@
+"""The compute path: the rule behind amp="auto" / attention="auto", forcing either, and what fit records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from learngene.train import TrainConfig, fit
+from learngene.train import precision
+from learngene.train.precision import attention_kernel, choose_path
+
+from conftest import tiny_vit
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+# (device, CPU has native bf16, amp, attention) -> (precision, kernel)
+RULE = [
+    (CUDA, False, "auto", "auto", "bf16", "fused"),
+    (CPU, True, "auto", "auto", "bf16", "explicit"),
+    (CPU, False, "auto", "auto", "off", "explicit"),   # emulated bf16 is slower than fp32: never chosen
+    (CPU, True, "off", "auto", "off", "explicit"),
+    (CPU, False, "bf16", "fused", "bf16", "fused"),     # forced, even where slow
+    (CUDA, False, "off", "explicit", "off", "explicit"),
+]
+
+
+@pytest.mark.parametrize("device,native,amp,attention,want_amp,want_kernel", RULE)
+def test_the_rule(device, native, amp, attention, want_amp, want_kernel, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    path = choose_path(amp, attention, device)
+    assert (path.amp, path.attention) == (want_amp, want_kernel)
+    assert ("forced" in path.reason) == (amp != "auto" or attention != "auto")
+
+
+def test_attention_kernel_switches_every_attention_module_and_restores_it():
+    model = tiny_vit()
+    before = [b.attn.fused_attn for b in model.blocks]
+    with attention_kernel(model, "explicit"):
+        assert not any(b.attn.fused_attn for b in model.blocks)
+    with attention_kernel(model, "fused"):
+        assert all(b.attn.fused_attn for b in model.blocks)
+    assert [b.attn.fused_attn for b in model.blocks] == before
+
+
+def test_both_kernels_compute_the_same_function():
+    model = tiny_vit().eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad(), attention_kernel(model, "fused"):
+        fused = model(x)
+    with torch.no_grad(), attention_kernel(model, "explicit"):
+        explicit = model(x)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
+def _data(n=64):
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.mark.parametrize("amp,attention", [("off", "fused"), ("bf16", "explicit")])
+def test_fit_runs_the_forced_path_and_records_it(amp, attention, tmp_path):
+    model = tiny_vit(depth=1)
+    seen = []
+    # training forwards only (the FLOP count runs one eval-mode forward with its own settings)
+    model.blocks[0].attn.register_forward_pre_hook(lambda m, args: seen.append(m.fused_attn) if m.training else None)
+    matmul_dtypes = set()
+    model.head.register_forward_hook(lambda m, args, out: matmul_dtypes.add(out.dtype) if m.training else None)
+    cfg = TrainConfig(epochs=1, batch_size=32, amp=amp, attention=attention, checkpoint=False)
+    result = fit(model, _data(), config=cfg, out_dir=tmp_path, progress=False)
+    assert set(seen) == {attention == "fused"}
+    assert matmul_dtypes == {torch.bfloat16 if amp == "bf16" else torch.float32}
+    assert result.compute_path["amp"] == amp and result.compute_path["attention"] == attention
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["compute_path"] == result.compute_path
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert model.blocks[0].attn.fused_attn is not None and seen  # the kernel flag is restored after fit
+
+
+def test_cache_keys_name_the_resolved_cpu_precision(monkeypatch):
+    """Runs keyed before the rule existed were fp32 on CPU under amp="auto": a bf16 run must not reuse them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert TrainConfig().key_dict()["amp"] == "auto"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert TrainConfig().key_dict()["amp"] == "bf16"
+    assert TrainConfig(amp="off").key_dict()["amp"] == "off"
+    assert "attention" not in TrainConfig(attention="fused").key_dict()  # speed only
+
+
+def test_bf16_training_resumes_bit_exactly(tmp_path):
+    """Checkpoints hold the fp32 master weights: stopping after epoch 1 and resuming gives the
+    uninterrupted bf16 run's weights exactly."""
+    cfg = TrainConfig(epochs=2, batch_size=16, amp="bf16", attention="explicit", warmup_epochs=1)
+    torch.manual_seed(0)
+    whole = tiny_vit(depth=1)
+    fit(whole, _data(), config=cfg, out_dir=tmp_path / "whole", progress=False)
+    steps = []
+
+    def stop_in_epoch_2(model, images, labels, logits):  # adds exactly 0 until the run is cut
+        steps.append(1)
+        if len(steps) > 64 // 16:
+            raise KeyboardInterrupt
+        return logits.new_zeros(())
+
+    torch.manual_seed(0)
+    cut = tiny_vit(depth=1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, _data(), config=cfg, out_dir=tmp_path / "cut", progress=False, extra_loss=stop_in_epoch_2)
+    torch.manual_seed(1)
+    resumed = tiny_vit(depth=1)  # other initial weights: everything must come from the checkpoint
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in ckpt["model"].values())
+    fit(resumed, _data(), config=cfg, out_dir=tmp_path / "cut", progress=False, resume=True)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
