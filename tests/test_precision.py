@@ -115,3 +115,16 @@ def test_bf16_training_resumes_bit_exactly(tmp_path):
     fit(resumed, _data(), config=cfg, out_dir=tmp_path / "cut", progress=False, resume=True)
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_on_cuda_small_vits_stay_fp32():
+    """Launch-bound models lose with bf16 on a GPU (vit-mini: fp32 2x the images/s on an H200)."""
+    import learngene
+
+    small = learngene.create_vit("vit-mini")                                        # 96 x 17
+    large = learngene.create_vit("deit-tiny", depth=1)                              # 192 x 197
+    assert choose_path("auto", "auto", CUDA, small).amp == "off"
+    assert choose_path("auto", "auto", CUDA, large).amp == "bf16"
+    assert choose_path("auto", "auto", CUDA, None).amp == "bf16"                    # not a timm ViT: bf16
+    assert choose_path("bf16", "auto", CUDA, small).amp == "bf16"                   # forcing wins
+    assert precision.width_x_tokens(small) == 96 * 17 and precision.width_x_tokens(torch.nn.Linear(2, 2)) is None

@@ -55,8 +55,9 @@ class TrainConfig:
     distill_alpha: float = 0.5
     # Softmax temperature of soft distillation.
     distill_tau: float = 1.0
-    # Mixed precision: "auto" = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16,
-    # AMX), fp32 elsewhere (train/precision.py gives the measured rule); "off"; "bf16" (any device).
+    # Mixed precision: "auto" = bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX) and on
+    # CUDA for ViTs from DeiT-Tiny's size up, fp32 elsewhere (train/precision.py: the measured
+    # rule); "off"; "bf16" (any device).
     amp: str = "auto"
     # Attention kernel: "auto" (fused on CUDA, timm's explicit attention on CPU: faster there,
     # and the only one that gains from bf16), "fused" (scaled_dot_product_attention), "explicit".

@@ -166,8 +166,9 @@ def evaluate(
     else:
         info = D.DistInfo(0, 1, 0, dev, False)
     source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda", device=dev)
-    with attention_kernel(model, choose_path(amp, attention, dev).attention):
-        return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=amp, info=info)
+    path = choose_path(amp, attention, dev, model)
+    with attention_kernel(model, path.attention):
+        return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=path.amp, info=info)
 
 
 def fit(
@@ -225,7 +226,7 @@ def fit(
     ok = False
     with D.sigterm_raises(info) as sigterm:
         try:
-            path = choose_path(cfg.amp, cfg.attention, info.device)
+            path = choose_path(cfg.amp, cfg.attention, info.device, model)
             with attention_kernel(model, path.attention), attention_kernel(teacher or nn.Identity(), path.attention):
                 result = _fit(model, train_data, eval_data, cfg, info=info, path=path,
                               out_dir=None if out_dir is None else Path(out_dir), teacher=teacher,

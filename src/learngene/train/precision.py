@@ -7,13 +7,19 @@ measures (``benchmarks/results/perf-paths.json`` on a 2-core AVX512-BF16/AMX CPU
 =======================  =====================  ==========================================
 device                   amp="auto"             attention="auto"
 =======================  =====================  ==========================================
-CUDA                     bf16 autocast          fused (``scaled_dot_product_attention``)
+CUDA, ViT of width x     bf16 autocast          fused (``scaled_dot_product_attention``)
+tokens >= 8192
+CUDA, smaller ViTs       off (fp32)             fused
 CPU with native bf16     bf16 autocast          explicit (timm's matmul-softmax-matmul)
 (AVX512-BF16 or AMX)
 other CPUs               off (fp32)             explicit
 =======================  =====================  ==========================================
 
-Why: on CUDA the fused kernel is the fastest at every shape measured, in bf16 and fp32. On
+Why: on CUDA the fused kernel is the fastest at every shape measured, in bf16 and fp32; bf16
+pays from DeiT-Tiny at 224 px up (192 x 197 = 37,824: 7,867 against 2,911 images/s in fp32 on
+an H200), while a model as small as vit-mini (96 x 17 = 1,632) is bound by kernel launches,
+which autocast's casts only add to (fp32 21,643 against bf16 15,885 images/s; ``fit`` 9,483
+against 4,568). Models the rule cannot size (not a timm ViT) take bf16 on CUDA. On
 CPU, bf16 matrix products run on the bf16 units (AMX: several times the fp32 rate), but
 PyTorch's fused CPU attention in bf16 is slower than in fp32 (its bf16 path is not
 vectorised for these head sizes), so bf16 pays only with timm's explicit attention; in fp32
@@ -35,6 +41,7 @@ import torch
 from torch import nn
 
 ATTENTION_MODES = ("auto", "fused", "explicit")
+CUDA_BF16_MIN_WIDTH_X_TOKENS = 8192  # between vit-mini (1,632: fp32 faster) and DeiT-Tiny (37,824: bf16 2.7x)
 
 
 @lru_cache(maxsize=1)
@@ -72,25 +79,35 @@ class ComputePath:
         return {"amp": self.amp, "attention": self.attention, "reason": self.reason}
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """"bf16" or "off" for ``amp`` ("auto", "off", "bf16") on ``device``."""
+def width_x_tokens(model: nn.Module | None) -> int | None:
+    """embed_dim x tokens of a timm ViT (the size the CUDA rule reads), None for other modules."""
+    patch = getattr(model, "patch_embed", None)
+    if model is None or not isinstance(getattr(model, "embed_dim", None), int) or patch is None:
+        return None
+    return model.embed_dim * (int(patch.num_patches) + int(getattr(model, "num_prefix_tokens", 0)))
+
+
+def resolve_amp(amp: str, device: torch.device, model: nn.Module | None = None) -> str:
+    """"bf16" or "off" for ``amp`` ("auto", "off", "bf16") on ``device`` (for ``model``, on CUDA)."""
     if amp != "auto":
         return amp
     if device.type == "cuda":
-        return "bf16"
+        size = width_x_tokens(model)
+        return "off" if size is not None and size < CUDA_BF16_MIN_WIDTH_X_TOKENS else "bf16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "off"
 
 
-def choose_path(amp: str, attention: str, device: torch.device) -> ComputePath:
+def choose_path(amp: str, attention: str, device: torch.device, model: nn.Module | None = None) -> ComputePath:
     """The compute path for ``amp`` and ``attention`` (each "auto" or forced) on ``device``."""
-    precision = resolve_amp(amp, device)
+    precision = resolve_amp(amp, device, model)
     if attention != "auto":
         kernel = attention
     else:
         kernel = "fused" if device.type == "cuda" else "explicit"
     if amp == "auto" and attention == "auto":
         if device.type == "cuda":
-            reason = "CUDA: bf16 autocast with fused attention"
+            reason = (f"CUDA: {'bf16 autocast' if precision == 'bf16' else 'fp32 (a model this small is launch-bound)'}"
+                      " with fused attention")
         elif precision == "bf16":
             reason = "CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast with explicit attention"
         else:
