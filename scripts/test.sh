@@ -3,7 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
 echo "learngene is installed in .venv: run 'source .venv/bin/activate' to use the learngene command (or call .venv/bin/learngene)"
-exit "$status"
+exec .venv/bin/python -m pytest -q "$@"
