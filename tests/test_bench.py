@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import learngene
@@ -14,6 +15,7 @@ import learngene
 from learngene.bench import RECORD_FIELDS, aggregate, ancestry_key, bench, load_suite, mean_std
 from learngene.bench.suite import find_suite
 from learngene.cli import main
+from learngene.train import precision
 
 SMOKE = find_suite("smoke")
 
@@ -218,7 +220,7 @@ def test_widths_make_shapes(tmp_path):
     assert suite_shapes(load_suite("smoke"), arch) == [(1, 48, 3), (2, 48, 3)]  # default: the ancestry's width
 
 
-def test_shipped_suites_are_valid():
+def test_shipped_suites_are_valid(monkeypatch):
     from learngene.demo import DemoConfig
     from learngene.train import TrainConfig
 
@@ -233,10 +235,16 @@ def test_shipped_suites_are_valid():
     a = mini.ancestry
     assert ancestry_key(a.preset, a.data, TrainConfig.from_dict(a.train), a.model_overrides()) == \
         ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train)
-    # speed-only fields stay out of keys: the key of the committed mini results still names its ancestry
-    compiled = TrainConfig.from_dict({**demo_train.to_dict(), "compile": True})
+    # speed-only fields stay out of keys: the key of the committed mini results (trained in fp32,
+    # the path amp="auto" takes on a CPU without native bf16) still names its ancestry
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    compiled = TrainConfig.from_dict({**demo_train.to_dict(), "compile": True, "attention": "fused"})
     assert ancestry_key(demo.ancestry_preset, demo.ancestry_data, compiled) == \
         ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train) == "7fe3e19704"
+    # on a CPU with native bf16 the same recipe trains in bf16: another ancestry, another key
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert ancestry_key(demo.ancestry_preset, demo.ancestry_data, demo_train) != "7fe3e19704"
     smoke = load_suite("smoke")
     assert len(smoke.seeds) >= 2 and len(smoke.datasets) == 1
 
