@@ -27,12 +27,12 @@ from learngene._io import atomic_save_safetensors, atomic_write_json, atomic_wri
 from learngene.errors import ArtifactError, ConfigError, DistributedError, LearngeneError, TrainingDivergedError
 from learngene.train import distributed as D
 from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from learngene.train.config import RESUME_FREE_FIELDS, TrainConfig, TrainResult
+from learngene.train.config import AMP_MODES, RESUME_FREE_FIELDS, TrainConfig, TrainResult
 from learngene.train.data import as_source, epoch_batches, eval_batches, order_seed, stream_seed
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
-from learngene.train.precision import ATTENTION_MODES, ComputePath, attention_kernel, autocast, choose_path, resolve_amp
+from learngene.train.precision import ATTENTION_MODES, ComputePath, attention_kernel, autocast, choose_path
 
 log = logging.getLogger("learngene.train")
 
@@ -55,11 +55,6 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     if record["eval_acc"] is not None:
         line += f", eval acc {record['eval_acc']:.3f}"
     return line
-
-
-def _autocast(amp: str, device: torch.device):
-    """bf16 autocast where ``amp`` ("auto", "off", "bf16") resolves to bf16 on ``device`` (precision.py)."""
-    return autocast(resolve_amp(amp, device), device)
 
 
 def _check_logits(out: Any) -> torch.Tensor:
@@ -110,14 +105,15 @@ def _is_comm_error(e: BaseException) -> bool:
 
 
 @torch.no_grad()
-def _evaluate_source(model, source, *, batch_size: int, device, amp: str, info: D.DistInfo,
+def _evaluate_source(model, source, *, batch_size: int, device, precision: str, info: D.DistInfo,
                      loss_fn: LossFn | None = None) -> dict[str, float]:
     """Top-1 accuracy and mean plain cross-entropy (no label smoothing) over every sample
-    (with ``loss_fn``: its mean loss and the accuracy of its logits against its targets)."""
+    (with ``loss_fn``: its mean loss and the accuracy of its logits against its targets).
+    ``precision``: a resolved amp ("bf16" or "off", ``ComputePath.amp``)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, count]
-    with torch.inference_mode(), _autocast(amp, device):
+    with torch.inference_mode(), autocast(precision, device):
         for x, y in eval_batches(source, batch_size=batch_size, rank=info.rank, world_size=info.world_size):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if loss_fn is not None:
@@ -149,8 +145,8 @@ def evaluate(
     given. Inside an initialised process group each rank evaluates its shard and the
     totals are all-reduced, so every rank gets the same numbers.
     """
-    if amp not in ("auto", "off", "bf16"):
-        raise ConfigError(f"amp must be 'auto', 'off' or 'bf16', got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     if attention not in ATTENTION_MODES:
         raise ConfigError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -168,7 +164,7 @@ def evaluate(
     source = as_source(data, num_workers=num_workers, pin_memory=dev.type == "cuda", device=dev)
     path = choose_path(amp, attention, dev, model)
     with attention_kernel(model, path.attention):
-        return _evaluate_source(model, source, batch_size=batch_size, device=dev, amp=path.amp, info=info)
+        return _evaluate_source(model, source, batch_size=batch_size, device=dev, precision=path.amp, info=info)
 
 
 def fit(
@@ -439,7 +435,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             "wall_time": None,
         }
         if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, amp=path.amp, info=info,
+            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, precision=path.amp, info=info,
                                   loss_fn=loss_fn)
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
