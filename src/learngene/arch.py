@@ -206,10 +206,6 @@ class ViTArch:
         extra = tuple(sorted((k, v) for k, v in kwargs.items() if k not in known))
         return cls(**{k: v for k, v in kwargs.items() if k in known}, extra=extra)
 
-    @classmethod
-    def from_preset(cls, preset: str | dict[str, Any] = "vit-mini", **overrides: Any) -> "ViTArch":
-        return cls.from_dict(vit_kwargs(preset, **overrides))
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: every ``ARCH_KEYS`` value (``pre_norm`` only when set), then ``extra``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "pre_norm")}
@@ -257,10 +253,6 @@ class ViTArch:
     @property
     def mlp_hidden(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1 if self.class_token else 0
 
     @property
     def uses_fc_norm(self) -> bool:
