@@ -11,7 +11,7 @@ from learngene.train import TrainConfig, fit
 from learngene.train import precision
 from learngene.train.precision import attention_kernel, choose_path
 
-from conftest import tiny_vit
+from conftest import Killed, tiny_vit, zero_extra_loss
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -96,18 +96,10 @@ def test_bf16_training_resumes_bit_exactly(tmp_path):
     torch.manual_seed(0)
     whole = tiny_vit(depth=1)
     fit(whole, _data(), config=cfg, out_dir=tmp_path / "whole", progress=False)
-    steps = []
-
-    def stop_in_epoch_2(model, images, labels, logits):  # adds exactly 0 until the run is cut
-        steps.append(1)
-        if len(steps) > 64 // 16:
-            raise KeyboardInterrupt
-        return logits.new_zeros(())
-
     torch.manual_seed(0)
     cut = tiny_vit(depth=1)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cut, _data(), config=cfg, out_dir=tmp_path / "cut", progress=False, extra_loss=stop_in_epoch_2)
+    with pytest.raises(Killed):  # cut at the first step of epoch 2 (64 images / 16 = 4 steps an epoch)
+        fit(cut, _data(), config=cfg, out_dir=tmp_path / "cut", progress=False, extra_loss=zero_extra_loss(64 // 16 + 1))
     torch.manual_seed(1)
     resumed = tiny_vit(depth=1)  # other initial weights: everything must come from the checkpoint
     ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)

@@ -22,6 +22,8 @@ from learngene.train.checkpoint import load_checkpoint
 from learngene.train.distill import hard_distill_loss, soft_distill_loss, train_loss
 from learngene.train.optim import lr_at, param_groups
 
+from conftest import Killed, zero_extra_loss
+
 K = 3  # classes
 
 
@@ -54,23 +56,6 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 
 def strip_timing(history):
     return [{k: v for k, v in r.items() if k not in ("wall_time", "images_per_s")} for r in history]
-
-
-class Killed(Exception):
-    pass
-
-
-def zero_extra_loss(kill_at_call: int | None = None):
-    """An extra_loss that adds exactly 0 -- and can 'kill the run' at a given step."""
-    calls = [0]
-
-    def extra(model, images, labels, logits):
-        calls[0] += 1
-        if kill_at_call is not None and calls[0] == kill_at_call:
-            raise Killed
-        return torch.zeros((), device=logits.device)
-
-    return extra
 
 
 # ---- resume --------------------------------------------------------------------------------
