@@ -12,6 +12,9 @@ from learngene.errors import ConfigError
 # Parameter names (last dotted component) that never get weight decay, even if a model
 # does not declare them in no_weight_decay(): learned tokens and position embeddings.
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "mask_token")
+# Where torch.optim.AdamW(fused=True) runs: the devices and parameter dtypes of its kernel.
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -56,10 +59,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``, with PyTorch's fused kernel where every parameter allows it.
+
+    The fused kernel updates all tensors in one call: on CPU it replaces a Python loop over the
+    parameters (PyTorch's CPU default), which at vit-mini's ~150 small tensors is a few percent
+    of a bf16 step. Same update rule; the rounding of the last bit may differ from the loop's.
+    """
     groups = [g for g in param_groups(model, weight_decay) if g["params"]]
     if not groups:
         raise ConfigError("the model has no trainable parameters (all requires_grad=False); nothing to train")
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
