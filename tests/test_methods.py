@@ -357,6 +357,17 @@ def test_scratch_stores_nothing(ancestry):
     assert gene.expand(depth=2, embed_dim=24, num_heads=2, num_classes=3).embed_dim == 24
 
 
+def test_scratch_avg_pool_is_tlegs_head_and_survives_a_save(ancestry, tmp_path):
+    learngene.extract("scratch", ancestry, pool="avg").save(tmp_path / "gene")
+    child = learngene.load(tmp_path / "gene").expand(depth=2, num_classes=3)
+    assert (child.global_pool, child.cls_token, child.has_class_token) == ("avg", None, False)
+    assert isinstance(child.fc_norm, torch.nn.LayerNorm) and child.pos_embed.shape[1] == child.patch_embed.num_patches
+    given = learngene.extract("scratch", ancestry).expand(depth=2, num_classes=3)
+    assert given.global_pool == "token" and given.cls_token is not None
+    with pytest.raises(ConfigError, match="pool"):
+        learngene.extract("scratch", ancestry, pool="max")
+
+
 def test_extract_does_not_modify_the_ancestry(ancestry):
     before = {k: v.clone() for k, v in ancestry.state_dict().items()}
     gene = learngene.extract("heuristic", ancestry, k=3)

@@ -5,7 +5,7 @@ from .method import ScratchConfig, expand, extract
 
 register_method(MethodSpec(
     name="scratch", config_cls=ScratchConfig, extract=extract, expand=expand,
-    summary="baseline: timm random init, stores nothing",
+    summary="baseline: timm random init, stores nothing (pool=avg: TLEG's average-pooled head)",
     describe_shapes=lambda gene: "any depth, width and head count (random init)",
 ))
 
