@@ -1,12 +1,13 @@
 """SWS sanity check: a short extraction from a trained ancestry, then zero-shot descendants (CPU, ~3 min).
 
-    python benchmarks/sws_sanity.py --ancestry /tmp/ancestry-mini [--limit 6000] [--epochs 1]
+    python benchmarks/sws_sanity.py --ancestry /tmp/ancestry-mini [--limit 6000] [--test-limit N] [--epochs 1]
         [--depths 6,12,16] [--out benchmarks/results/sws-sanity.json]
 
 Distils the ancestry (a vit-mini trained on Fashion-MNIST) into SWS's staged auxiliary model
 (the reference's 3,3,4,3,3 stages unless --stages) on the first ``--limit`` training images,
 then grows descendants of several depths and scores each, untrained ("zero-shot": the
-classifier is the auxiliary model's), on the full Fashion-MNIST test split, next to the
+classifier is the auxiliary model's), on the Fashion-MNIST test split (or its first
+``--test-limit`` images), next to the
 ancestry itself. The depth equal to the auxiliary model's (16) is the auxiliary model.
 A reduced budget: this checks that the learngene carries the ancestry's function into
 descendants of other depths, not the paper's numbers.
@@ -34,6 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ancestry", required=True, help="an ancestry folder (model.safetensors + model_config.json)")
     p.add_argument("--limit", type=int, default=6000, help="training images used for the distillation")
+    p.add_argument("--test-limit", type=int, default=None, help="score on the first N test images (default: all 10,000)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -48,6 +50,8 @@ def main() -> None:
     ancestry = learngene.load_ancestry(args.ancestry).eval()
     train = load_dataset("fashion-mnist", "train")
     test = load_dataset("fashion-mnist", "test")
+    if args.test_limit is not None:
+        test = torch.utils.data.TensorDataset(test.images[:args.test_limit], test.labels[:args.test_limit])
     subset = torch.utils.data.TensorDataset(train.images[:args.limit], train.labels[:args.limit])
     stages = [int(s) for s in args.stages.split(",")]
     ancestry_acc = evaluate(ancestry, test)["acc"]
