@@ -7,8 +7,7 @@ Distils the ancestry (a vit-mini trained on Fashion-MNIST) into SWS's staged aux
 (the reference's 3,3,4,3,3 stages unless --stages) on the first ``--limit`` training images,
 then grows descendants of several depths and scores each, untrained ("zero-shot": the
 classifier is the auxiliary model's), on the Fashion-MNIST test split (or its first
-``--test-limit`` images), next to the
-ancestry itself. The depth equal to the auxiliary model's (16) is the auxiliary model.
+``--test-limit`` images), next to the ancestry itself. The depth equal to the auxiliary model's (16) is the auxiliary model.
 A reduced budget: this checks that the learngene carries the ancestry's function into
 descendants of other depths, not the paper's numbers.
 """
