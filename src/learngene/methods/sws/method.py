@@ -33,9 +33,10 @@ image size or channel count), final norm into ``fc_norm``, classifier copied onl
 ``num_classes`` is the ancestry's. ``expand`` *overrides* ``global_pool``, ``class_token``,
 ``fc_norm`` and ``final_norm`` of the arch it is given.
 
-How many layers each stage gets (``stage_sizes``). Neither the paper's text we could read
-nor the code states a rule: the reference's descendant builder (``utils.gene_tranfer_1``)
-takes the layer -> stage map by hand (``--layers-source``), and its one published map is
+How many layers each stage gets (``stage_sizes``). The paper's description ("expand these
+learngene layers containing stage information at their corresponding stage") gives no rule
+for a depth, and the reference's descendant builder (``utils.gene_tranfer_1``) takes the
+layer -> stage map by hand (``--layers-source``); its one published map is
 ``0,0,0,1,1,1,2,2,3,3,4,4`` for 12 layers from the 3,3,4,3,3 auxiliary model. Our rule
 starts from the auxiliary model's stage sizes and, one layer at a time, removes a layer from
 the largest stage (the latest of equals) until the depth is reached, or adds one to the
