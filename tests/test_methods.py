@@ -101,6 +101,9 @@ METHODS = [
     Case("learngene-pool", dict(widths=[24, 48], depth=2, epochs=0), descendant="stitched"),
     Case("sn-net", dict(widths=[24, 48], depth=2, **TRAIN), dict(init="random"), data="images",
          descendant="stitched", fresh=(r"stitch_layers\..*",)),
+    # stages 1, 2, 1: depth 3 gives one layer per stage, depth 6 adds to the smallest (earliest) stages
+    Case("sws", dict(stages=[1, 2, 1], lr=2e-3, **TRAIN), dict(depth=3), data="images"),
+    Case("sws", dict(stages=[1, 2, 1], lr=2e-3, **TRAIN), dict(depth=6, num_classes=7), data="images", fresh=(HEAD,)),
     Case("mm-lg", dict(num_layers=2, batch_size=16), dict(depth=3, num_classes=7), data="captions",
          descendant="clip", fresh=(HEAD,)),
 ]
