@@ -33,6 +33,12 @@ descendant is a plain timm ``VisionTransformer`` trained freely afterwards. Not
 a Kronecker-constrained model for its whole training, which the paper does not do, and the
 ancestry the scalers are distilled from is at hand only at extraction.
 
+What is fixed by the paper's text as we could read it (the abstract, Fig. 2's caption and
+summaries of the method section; not its full equations): templates shared across sizes, learned
+by distillation through an auxiliary model whose weights obey Kronecker-product rules; target
+weights that concatenate and weight the templates; size-specific scalers initialised for the
+target size and trained on a little data with the templates frozen. The rest is ours.
+
 Choices the paper's text leaves open (ours):
   - New scalers start from the auxiliary model's: layer j of a depth-L model from auxiliary
     layer ``spread(L_aux, L)`` (evenly spaced when shallower, repeated when deeper), and a
