@@ -10,7 +10,7 @@ import torch
 
 import learngene
 from learngene.errors import ArtifactError, ConfigError
-from learngene.methods.wave import WaveModel, compose, nearest_kronecker_sum
+from learngene.methods.wave import WaveModel, add_sizes, compose, nearest_kronecker_sum
 from learngene.methods.wave.method import GROUPS, aux_arch_of, size_key, sized
 from learngene.stack import to_stack
 
@@ -116,6 +116,25 @@ def test_a_listed_size_gets_trained_scalers_and_leaves_the_templates_alone():
         seed=0, depth=2, embed_dim=32, num_heads=2).state_dict()
     assert not torch.equal(c["blocks.0.attn.qkv.weight"], d["blocks.0.attn.qkv.weight"])
     assert torch.equal(c["blocks.0.norm1.weight"], d["blocks.0.norm1.weight"])  # only scalers train
+
+
+def test_add_sizes_later_gives_what_extraction_gives():
+    """Scalers added to a learngene without them equal those extracted with the size listed;
+    the templates and every other tensor stay as they were."""
+    ancestry = randomize_(tiny_vit())
+    plain = learngene.extract("wave", ancestry, data=images(), **TRAIN, scaler_samples=32)
+    listed = gene_with_sizes()
+    grown = add_sizes(plain, ancestry, images(), [[2, 32, 2]])
+    assert grown.config["sizes"] == [[2, 32, 2]] and grown.tensors.keys() == listed.tensors.keys()
+    assert all(torch.equal(grown.tensors[k], listed.tensors[k]) for k in listed.tensors)
+    assert grown.provenance["cost"]["samples_seen"] == listed.provenance["cost"]["samples_seen"]
+    assert plain.config["sizes"] is None and "scalers.d2_w32_h2_f128.0.q" not in plain.tensors  # not modified
+    with pytest.raises(ConfigError, match="already holds scalers for d2_w32_h2_f128"):
+        add_sizes(grown, ancestry, images(), [[2, 32, 2]])
+    with pytest.raises(ConfigError, match="auxiliary model's own size"):
+        add_sizes(plain, ancestry, images(), [[4, 48, 3]])
+    with pytest.raises(ConfigError, match="trains scalers on images"):
+        add_sizes(plain, ancestry, None, [[2, 32, 2]])
 
 
 def test_narrower_descendant_takes_whole_template_blocks_of_vectors_and_stem():

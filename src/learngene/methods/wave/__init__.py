@@ -11,7 +11,7 @@ details and every choice the paper leaves open.
 from ...registry import MethodSpec, register_method
 from .config import WaveConfig
 from .kron import compose, nearest_kronecker_sum
-from .method import WaveModel, describe_shapes, expand, extract, validate
+from .method import WaveModel, add_sizes, describe_shapes, expand, extract, validate
 
 register_method(MethodSpec(
     name="wave", config_cls=WaveConfig, extract=extract, expand=expand,
@@ -20,4 +20,4 @@ register_method(MethodSpec(
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
 ))
 
-__all__ = ["WaveConfig", "WaveModel", "compose", "nearest_kronecker_sum"]
+__all__ = ["WaveConfig", "WaveModel", "add_sizes", "compose", "nearest_kronecker_sum"]

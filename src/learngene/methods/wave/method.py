@@ -27,7 +27,8 @@ small amount of data with the templates frozen; the target model is then initial
 templates and trained scalers, and trained as a plain model. Here that training happens at
 *extraction* (``sizes``: one scaler set per listed [depth, embed_dim, num_heads], trained on
 ``scaler_samples`` images by soft distillation from the ancestry, templates and everything else
-frozen) and the scalers are stored in the artifact, so ``expand`` stays data-free and its
+frozen; ``add_sizes`` trains more sizes later, without distilling again) and the scalers are
+stored in the artifact, so ``expand`` stays data-free and its
 descendant is a plain timm ``VisionTransformer`` trained freely afterwards. Not
 ``expand_trainable``: a descendant that trained its scalers with the downstream task would stay
 a Kronecker-constrained model for its whole training, which the paper does not do, and the
@@ -64,6 +65,8 @@ Choices the paper's text leaves open (ours):
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -306,20 +309,59 @@ def extract(ancestry: VisionTransformer, config: WaveConfig, data: Any = None) -
         samples, flops = int(result.samples_seen), float(result.train_flops)
         distillation = {**summary, "history": result.history}
     tensors = to_tensors({g: model.group(g) for g in GROUPS}, size_key(aux))
-    generator = torch.Generator().manual_seed(config.seed)
-    scaler_runs = {}
-    for arch in targets:
-        key = size_key(arch)
-        scalers, result = _train_scalers(tensors, aux, arch, ancestry, train_data, config, generator)
-        tensors.update(pack(f"scalers.{key}", scalers))
-        samples, flops = samples + int(result.samples_seen), flops + float(result.train_flops)
-        scaler_runs[key] = {k: getattr(result, k) for k in DISTILL_SUMMARY_FIELDS}
+    scaler_runs, scaler_samples, scaler_flops = _train_sizes(tensors, aux, targets, ancestry, train_data, config)
     provenance = {
-        "cost": {"samples_seen": samples, "flops": flops},
+        "cost": {"samples_seen": samples + scaler_samples, "flops": flops + scaler_flops},
         "wave": {"aux_arch": aux.to_dict(), "template_size": m, "distillation": distillation,
                  "scalers": scaler_runs},
     }
     return Artifact(method="wave", config=config_to_dict(config), tensors=tensors, provenance=provenance)
+
+
+def _train_sizes(tensors: Tensors, aux: ViTArch, targets: list[ViTArch], ancestry: VisionTransformer, data: Any,
+                 config: WaveConfig) -> tuple[dict[str, Any], int, float]:
+    """Train each target size's scalers in turn (one seeded image sample stream), adding them to
+    ``tensors``; returns the runs' summaries by size, and their samples and FLOPs in total."""
+    generator = torch.Generator().manual_seed(config.seed)
+    runs, samples, flops = {}, 0, 0.0
+    for arch in targets:
+        key = size_key(arch)
+        scalers, result = _train_scalers(tensors, aux, arch, ancestry, data, config, generator)
+        tensors.update(pack(f"scalers.{key}", scalers))
+        samples, flops = samples + int(result.samples_seen), flops + float(result.train_flops)
+        runs[key] = {k: getattr(result, k) for k in DISTILL_SUMMARY_FIELDS}
+    return runs, samples, flops
+
+
+def add_sizes(gene: Artifact, ancestry: VisionTransformer, data: Any, sizes: list[list[int]]) -> Artifact:
+    """The learngene with trained scalers for more sizes ([depth, embed_dim, num_heads] each), the
+    templates untouched: what ``sizes`` at extraction gives, without distilling again. Uses the
+    learngene's own config (scaler_samples, scaler_epochs, scaler_lr, seed...): with holdout 0 and
+    the same data, a size added first gets the scalers extraction would have given it. The new
+    config lists every trained size; the cost adds up in the provenance."""
+    if data is None:
+        raise ConfigError("add_sizes trains scalers on images: pass data='fashion-mnist' or a dataset")
+    stored = dict(gene.config)
+    sizes = WaveConfig(**{**stored, "sizes": sizes}).sizes  # validates their form
+    if arch_of(ancestry).to_dict() != gene.ancestry_arch.to_dict():
+        raise ConfigError("add_sizes distils from the ancestry the learngene was extracted from; this model has "
+                          "another architecture")
+    aux, m = aux_arch_of(gene), template_side(gene.tensors)
+    targets = [gene.ancestry_arch.replace(depth=d, embed_dim=w, num_heads=h) for d, w, h in sizes or []]
+    for arch in targets:
+        check_size(arch, aux, m)
+        if size_key(arch) in _scaler_sets(gene):
+            raise ConfigError(f"the learngene already holds scalers for {size_key(arch)} (the auxiliary model's own "
+                              "size, or one trained before); drop it from sizes")
+    config = WaveConfig(**{**stored, "sizes": [*(stored.get("sizes") or []), *(sizes or [])]})
+    tensors = dict(gene.tensors)
+    runs, samples, flops = _train_sizes(tensors, aux, targets, ancestry, data, config)
+    provenance = copy.deepcopy(gene.provenance)
+    cost = provenance.setdefault("cost", {})
+    cost["samples_seen"] = int(cost.get("samples_seen", 0)) + samples
+    cost["flops"] = float(cost.get("flops", 0.0)) + flops
+    provenance.setdefault("wave", {}).setdefault("scalers", {}).update(runs)
+    return dataclasses.replace(gene, config=config_to_dict(config), tensors=tensors, provenance=provenance)
 
 
 # -- the artifact -------------------------------------------------------------------------
