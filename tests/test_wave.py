@@ -219,3 +219,15 @@ def test_needs_data():
 
 def test_groups_cover_every_stored_tensor():
     assert {k.split(".", 1)[0] for k in gene_with_sizes().tensors} == set(GROUPS)
+
+
+def test_only_templates_and_patch_and_classifier_weights_decay():
+    gene = gene_with_sizes()
+    aux = aux_arch_of(gene)
+    model = WaveModel(aux, sized(gene.tensors, aux, aux))
+    decayed = {n for n, _ in model.named_parameters()} - model.no_weight_decay()
+    assert decayed == {f"templates.{k}" for k in ("q", "k", "v", "proj", "fc1", "fc2")} | {
+        "stem.patch.weight", "head.head.weight"}
+    model.train_only_scalers()
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters() if n.startswith("scalers.")}
