@@ -93,6 +93,11 @@ METHODS = [
          fresh=(QKV_PROJ, HEAD)),
     Case("tleg", dict(aux_depth=4, lr=2e-3, **TRAIN), dict(depth=3), data="images"),
     Case("tleg", dict(aux_depth=4, lr=2e-3, **TRAIN), dict(depth=5, num_classes=7), data="images", fresh=(HEAD,)),
+    # 2 heads of 16 from the 3 of the auxiliary model: whole template blocks; that size's scalers trained
+    Case("wave", dict(lr=2e-3, sizes=[[2, 32, 2]], scaler_samples=32, **TRAIN), dict(depth=2, embed_dim=32, num_heads=2),
+         data="images"),
+    Case("wave", dict(init="ancestry", epochs=0, num_templates=4), dict(depth=5, num_classes=7), data="images",
+         fresh=(HEAD,)),
     # 4 heads from the 3 representatives per layer: the 4th shares one, with noise on its q/k/v
     Case("cluster-learngene", dict(sample_size=8), dict(depth=3, num_heads=4), data="images",
          fresh=(blocks(ANY, r"attn\.qkv\.(weight|bias)"), HEAD)),

@@ -13,3 +13,4 @@ from . import mm_lg  # noqa: F401
 from . import learngene_pool  # noqa: F401
 from . import sn_net  # noqa: F401
 from . import sws  # noqa: F401
+from . import wave  # noqa: F401
