@@ -287,3 +287,22 @@ def test_checkpoint_from_before_the_recipe_fields_resumes(tmp_path):
     assert max_diff(resumed.state_dict(), ref.state_dict()) == 0
     with pytest.raises(ConfigError, match="mixup: 0.0 -> 0.8"):
         fit(model(0), data, None, cfg(epochs=3, mixup=0.8), out_dir=tmp_path, resume=True, progress=False)
+
+
+# ---- a dataset with its own per-image transform ------------------------------------------------
+
+
+def test_dataset_level_transform_from_the_same_fields_turns_the_batch_hook_off():
+    from learngene.train.augment import train_transform
+
+    c = cfg(rand_augment="rand-m9-mstd0.5-inc1", random_erasing=1.0)
+    transform = train_transform(c, image_size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    names = [type(t).__name__ for t in transform.transforms]
+    assert "RandAugment" in names and "RandomErasing" in names
+    img = Image.fromarray(np.random.RandomState(0).randint(0, 256, (12, 12, 3), dtype=np.uint8), "RGB")
+    assert transform(img).shape == (3, 8, 8)
+
+    data = PixelData(64)
+    own = TensorDataset(data.images, data.labels)  # no .info: the batch hook could not run
+    own.applies_train_transform = True
+    fit(model(0), own, None, c, progress=False)  # the loop leaves RandAugment / erasing to the dataset

@@ -311,12 +311,10 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     if not getattr(train_data, "applies_train_transform", False):  # else the dataset's own transform does it
         batch_aug = BatchAugment(cfg, train_data, image_size=min(sample.shape[-2:]), in_chans=sample.shape[1])
         batch_aug = batch_aug if batch_aug.enabled else None
-    # The EMA follows the unwrapped model's weights after every optimizer step (timm ModelEmaV3,
-    # constant decay as DeiT's ModelEma; no warmup); it lives on the model's device.
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay is not None else None
 
     # ---- resume ------------------------------------------------------------------------
     start_epoch, step, samples_seen, wall_before, history = 0, 0, 0, 0.0, []
+    ema_state = None  # the EMA's weights from the checkpoint
     ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -331,8 +329,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            if ema is not None:
-                ema.module.load_state_dict(ckpt["ema"])
+            if cfg.ema_decay is not None:
+                ema_state = ckpt["ema"]
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0][:200]
             raise ArtifactError(
@@ -358,8 +356,15 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     if write:  # metrics.jsonl always mirrors the history we continue from (empty when fresh)
         atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
+    # The EMA follows the unwrapped model's weights after every optimizer step (timm ModelEmaV3,
+    # constant decay as DeiT's ModelEma; no warmup), on the model's device. Copied before the DDP
+    # wrap (timm's advice: no DDP hooks in the copy), filled after it (the wrap broadcasts rank 0's
+    # weights), so every rank starts from the same weights.
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay is not None else None
     ddp = D.wrap_ddp(model, info) if info.distributed else model  # DDP averages grads over ranks
     ddp_module = ddp  # its no_sync() skips the all-reduce of micro-batches before the last
+    if ema is not None:
+        ema.module.load_state_dict(ema_state if ema_state is not None else model.state_dict())
     if cfg.compile:  # the training step's module only; the parameters are shared with `model`
         ddp = torch.compile(ddp)
 
