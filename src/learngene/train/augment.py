@@ -135,15 +135,16 @@ class BatchAugment:
         return self.rand_augment is not None or self.erase is not None
 
     def _rand_augment(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = (images * self.std + self.mean).mul(255).round().clamp(0, 255).to(torch.uint8)  # [b,C,H,W]
-        pixels = pixels.permute(0, 2, 3, 1).numpy()  # [b,H,W,C]
-        out = []
-        for img in pixels:
-            pil = Image.fromarray(img[:, :, 0], "L") if img.shape[2] == 1 else Image.fromarray(img, "RGB")
-            arr = np.asarray(self.rand_augment(pil), dtype=np.uint8).reshape(img.shape)  # [H,W,C]
-            out.append(torch.from_numpy(arr.copy()))
-        aug = torch.stack(out).permute(0, 3, 1, 2).float().div(255)  # [b,C,H,W] in [0, 1]
-        return (aug - self.mean) / self.std
+        scale, shift = 255 * self.std, 255 * self.mean  # [1,C,1,1]: normalized -> pixel values
+        pixels = (images * scale).add_(shift).round_().clamp_(0, 255).to(torch.uint8)  # [b,C,H,W]
+        pixels = pixels.permute(0, 2, 3, 1).contiguous().numpy()  # [b,H,W,C]
+        mode = "L" if pixels.shape[3] == 1 else "RGB"
+        out = np.empty_like(pixels)
+        for i, img in enumerate(pixels):
+            pil = Image.fromarray(img[:, :, 0] if mode == "L" else img, mode)
+            out[i] = np.asarray(self.rand_augment(pil), dtype=np.uint8).reshape(img.shape)  # [H,W,C]
+        aug = torch.from_numpy(out).permute(0, 3, 1, 2).float()  # [b,C,H,W] pixel values
+        return aug.sub_(shift).div_(scale)
 
     def __call__(self, images: torch.Tensor, stream: RandomStream) -> torch.Tensor:
         images = images.detach().to("cpu", torch.float32)
