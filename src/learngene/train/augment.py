@@ -113,6 +113,10 @@ class BatchAugment:
     ``round(clamp(255 * (x * std + mean), 0, 255))``, which is lossless for datasets decoded from
     8-bit images. Random erasing follows RandAugment and normalisation, as in DeiT: timm's
     RandomErasing, "pixel" mode (normal noise), one box per erased image.
+
+    Departure from DeiT's per-image pipeline: no RandomResizedCrop and no horizontal flip here
+    (the in-memory datasets are already at the model's size; their own ``augment_batch`` shift
+    plays the crop's part, and flips change digits' meaning); ``train_transform`` has both.
     """
 
     def __init__(self, cfg: TrainConfig, data: Any, image_size: int, in_chans: int):
