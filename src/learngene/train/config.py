@@ -116,7 +116,7 @@ class TrainConfig:
     # Decay of the model EMA (timm ModelEmaV3) updated after every optimizer step; it is evaluated
     # beside the model (eval_acc_ema) and saved as ema.safetensors. DeiT 0.99996; None off.
     ema_decay: float | None = None
-    # Gradient accumulation: each optimizer step sums the gradients of accum_steps micro-batches.
+    # Gradient accumulation: each optimizer step averages the gradients of accum_steps micro-batches.
     # batch_size stays the GLOBAL effective batch = world_size x micro-batch x accum_steps.
     accum_steps: int = 1
     # Layer-wise lr decay for fine-tuning (BEiT/timm): block i of L gets lr x layer_decay^(L - i);
