@@ -396,6 +396,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
                                                                    stream_seed(cfg.seed, epoch, 5, info.rank))):
             if batch_aug is not None:  # RandAugment / random erasing, per image on the CPU
                 images = batch_aug(images, aug_stream)
+                images = images.pin_memory() if pin else images  # keeps the copy below asynchronous
             images = images.to(device, non_blocking=True)  # [b,C,H,W]
             labels = labels.to(device, non_blocking=True)  # [b]
             first, last = micro % cfg.accum_steps == 0, (micro + 1) % cfg.accum_steps == 0
