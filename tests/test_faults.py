@@ -299,6 +299,78 @@ def _worker_train(out_dir: str, fault: str, marker: str, gene: str | None = None
     fit(_model(0), _data(), None, _cfg(), out_dir=out_dir, extra_loss=extra, resume=True, progress=False)
 
 
+# ---- SIGKILL with DeiT's recipe on ----------------------------------------------------------------
+
+
+class _PixelData:
+    """8-bit pixels normalized with a known mean/std (RandAugment needs .info.mean/.std)."""
+
+    def __init__(self, n: int = 64, seed: int = 0):
+        from types import SimpleNamespace
+
+        g = torch.Generator().manual_seed(seed)
+        protos = torch.randint(0, 256, (3, 1, 8, 8), generator=torch.Generator().manual_seed(1234))
+        self.labels = torch.randint(0, 3, (n,), generator=g)
+        pixels = (protos[self.labels] + torch.randint(-40, 41, (n, 1, 8, 8), generator=g)).clamp(0, 255)
+        self.images = (pixels.float() / 255 - 0.5) / 0.25  # [n,1,8,8]
+        self.info = SimpleNamespace(mean=(0.5,), std=(0.25,))
+
+
+def _deit_cfg():
+    # DeiT's recipe at test scale: every stream it adds (Mixup's numpy, RandAugment's python random,
+    # random erasing's torch noise) and every state (the EMA, accumulated micro-batches) must resume.
+    return _cfg(mixup=0.8, cutmix=1.0, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25, repeated_aug=3,
+                ema_decay=0.9, accum_steps=2)
+
+
+def test_sigkill_with_the_deit_recipe_resumes_to_the_same_weights_and_ema(tmp_path):
+    """Mixup + CutMix + RandAugment + random erasing + repeated augmentation + EMA + gradient
+    accumulation: killed at a random moment of epoch 2 or 3, resumed, the model and EMA weights
+    and the metrics are bit-identical to an uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    from learngene.train import fit
+
+    seed = int(os.environ.get("LEARNGENE_FAULT_SEED", random.randrange(10**6)))
+    why = f"(LEARNGENE_FAULT_SEED={seed})"
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    delay = random.Random(seed).uniform(0, 2 * STEPS * 2 * STEP_SLEEP_S)  # 2 micro-batches per step
+    _kill_at_marker(_spawn("train-deit", str(run), str(marker)), marker, delay)
+    assert 1 <= _ckpt_epoch(run) <= 3, why
+    assert not (run / "ema.safetensors").exists(), why  # killed before the end
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = _model(99)
+        r_res = fit(resumed, _PixelData(), None, _deit_cfg(), out_dir=run, resume=True, progress=False)
+        ref = _model(0)
+        r_ref = fit(ref, _PixelData(), None, _deit_cfg(), out_dir=tmp_path / "ref", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    _same_weights(ref.state_dict(), resumed.state_dict())
+    _same_weights(load_file(str(tmp_path / "ref" / "ema.safetensors")), load_file(str(run / "ema.safetensors")))
+    assert _no_timing(r_res.history) == _no_timing(r_ref.history), why
+    # The EMA is its own weights: not the model's
+    assert not torch.equal(load_file(str(run / "ema.safetensors"))["head.weight"], resumed.state_dict()["head.weight"])
+
+
+def _worker_train_deit(out_dir: str, marker: str) -> None:
+    """Train with DeiT's recipe and resume=True; marks the first micro-batch of epoch 2."""
+    from learngene.train import fit
+
+    calls = [0]
+
+    def extra(model, images, labels, logits):
+        calls[0] += 1
+        if calls[0] == 2 * STEPS + 1:  # first micro-batch of epoch 2 (accum_steps 2)
+            Path(marker).touch()
+        time.sleep(STEP_SLEEP_S)
+        return torch.zeros(())
+
+    fit(_model(0), _PixelData(), None, _deit_cfg(), out_dir=out_dir, extra_loss=extra, resume=True, progress=False)
+
+
 # ---- a killed artifact save: see the second kill above -------------------------------------------
 
 
@@ -395,4 +467,4 @@ def _worker_ddp(out_dir: str, fault: str) -> None:
 
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    {"train": _worker_train, "ddp": _worker_ddp}[mode](*rest)
+    {"train": _worker_train, "train-deit": _worker_train_deit, "ddp": _worker_ddp}[mode](*rest)

@@ -5,6 +5,7 @@ This file is also the worker script: torchrun runs it as ``__main__`` in each ra
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,11 +45,25 @@ def _setup():
     return train, test, vit(0), vit(1), config
 
 
-def _worker(out_dir: str) -> None:
+def _recipe_config():
+    """DeiT's recipe parts that are the same computation on 1 and 2 processes: gradient
+    accumulation (2 ranks x 2 micro-batches of 4 = 1 process x 2 of 8), repeated augmentation
+    (each rank takes every other sample of the same global batches), the EMA and layer decay.
+    (Mixup and RandAugment draw per rank, so 1 and 2 processes legitimately differ there.)"""
+    from learngene.train import TrainConfig
+
+    return TrainConfig(epochs=2, batch_size=GLOBAL_BATCH, lr=3e-3, warmup_epochs=1, seed=3, device="cpu", amp="off",
+                       accum_steps=2, repeated_aug=3, ema_decay=0.9, layer_decay=0.75)
+
+
+def _worker(out_dir: str, variant: str = "distill") -> None:
     from learngene.train import fit
 
     train, test, student, teacher, config = _setup()
-    fit(student, train, test, config, teacher=teacher, out_dir=out_dir, progress=False)
+    if variant == "recipe":
+        fit(student, train, test, _recipe_config(), out_dir=out_dir, progress=False)
+    else:
+        fit(student, train, test, config, teacher=teacher, out_dir=out_dir, progress=False)
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):
@@ -77,5 +92,22 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         assert a["eval_acc"] == b["eval_acc"]
 
 
+def test_two_process_accumulation_repeated_aug_ema_match_one_process(tmp_path):
+    from safetensors.torch import load_file
+
+    from learngene.train import fit
+
+    torchrun_two_processes(Path(__file__).resolve(), str(tmp_path / "ddp"), "recipe")
+    train, test, student, _, _ = _setup()
+    single = fit(student, train, test, _recipe_config(), out_dir=tmp_path / "one", progress=False)
+    for name in ("model.safetensors", "ema.safetensors"):
+        ddp, one = load_file(str(tmp_path / "ddp" / name)), load_file(str(tmp_path / "one" / name))
+        for k, v in one.items():
+            assert (ddp[k] - v).abs().max().item() < 1e-4, (name, k)
+    check_ddp_run_matches(tmp_path / "ddp", single, 2 * 4 * GLOBAL_BATCH)
+    batch = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())["batch"]
+    assert batch == {"effective": GLOBAL_BATCH, "world_size": 2, "per_rank": 8, "micro_batch": 4, "accum_steps": 2}
+
+
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    _worker(*sys.argv[1:])

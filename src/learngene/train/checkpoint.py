@@ -12,6 +12,7 @@ the safe unpickler accepts it (no code runs on load). Layout::
     world_size        ranks of the run that wrote it (informational)
     model             model.state_dict() (unwrapped from DDP)
     optimizer         optimizer.state_dict()
+    ema               the model EMA's state_dict (only with TrainConfig.ema_decay)
     config            TrainConfig.to_dict()
     history           list of per-epoch metric dicts (the metrics.jsonl lines)
     steps_per_epoch   optimizer steps per epoch (a resume with another dataset size is refused)

@@ -39,18 +39,34 @@ def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
     """Seed of another per-epoch random stream of one rank.
 
     Streams: 1 augmentation generator, 2 global torch RNG (dropout / drop-path),
-    3 numpy, 4 python ``random``, 5 DataLoader worker seeds.
+    3 numpy, 4 python ``random``, 5 DataLoader worker seeds, 6 Mixup/CutMix and
+    7 RandAugment / random erasing (``train.augment.RandomStream``).
     """
     return ((order_seed(seed, epoch) * 31 + stream) * 65537 + rank) % (2**63)
 
 
 def epoch_batches(
-    n: int, *, global_batch: int, seed: int, epoch: int, rank: int, world_size: int
+    n: int, *, global_batch: int, seed: int, epoch: int, rank: int, world_size: int, repeats: int = 1
 ) -> list[torch.Tensor]:
-    """This rank's index tensors ([B // world_size] int64 each) for every step of ``epoch``."""
+    """This rank's index tensors ([B // world_size] int64 each) for every step of ``epoch``.
+
+    ``repeats`` > 1 is repeated augmentation (DeiT's RASampler): the epoch's permutation with
+    every index repeated ``repeats`` times in a row, ``[p0, p0, p0, p1, p1, p1, ...]``, is the
+    stream the global batches are cut from; the epoch keeps ``n // B`` steps, so it sees about
+    n / repeats distinct samples, each ``repeats`` times with independent augmentations. Rank r
+    takes every ``world_size``-th element of each global batch, starting at r (RASampler's
+    ``indices[rank::num_replicas]``), which sends the copies of a sample to different ranks.
+    The global batches are the same for any world size; RASampler's padding to a multiple of
+    the world size and its drop to a multiple of 256 are replaced by our drop of the last
+    incomplete global batch.
+    """
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(seed, epoch)))
     steps = n // global_batch
     local = global_batch // world_size
+    if repeats > 1:
+        stream = perm.repeat_interleave(repeats)[: steps * global_batch]  # [steps * B]
+        grid = stream.view(steps, global_batch)  # [steps, B]
+        return list(grid[:, rank::world_size].unbind(0))
     grid = perm[: steps * global_batch].view(steps, global_batch)  # [steps, B]
     return list(grid[:, rank * local : (rank + 1) * local].unbind(0))
 

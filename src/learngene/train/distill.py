@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+
+_soft_target_ce = SoftTargetCrossEntropy()
 
 
 def soft_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -42,9 +45,15 @@ def train_loss(
 ) -> torch.Tensor:
     """(1 - alpha) * CE(logits, labels) + alpha * KD, or plain CE when distill == "none".
 
-    logits [B, K] (any float dtype; computed in float32), labels int64 [B].
+    logits [B, K] (any float dtype; computed in float32); labels int64 [B], or soft targets
+    float [B, K] (Mixup/CutMix, smoothing already in them: timm's SoftTargetCrossEntropy, the
+    ``label_smoothing`` argument is then unused), as in DeiT, where the KD term sees the same
+    mixed images.
     """
-    ce = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    if labels.is_floating_point():
+        ce = _soft_target_ce(logits.float(), labels.float())
+    else:
+        ce = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     if distill == "none":
         return ce
     assert teacher_logits is not None

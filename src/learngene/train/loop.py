@@ -7,6 +7,7 @@ are no callbacks and no trainer class.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,14 +21,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
 from learngene._io import atomic_save_safetensors, atomic_write_json, atomic_write_text, remove_stale_temps
 from learngene.errors import ArtifactError, ConfigError, DistributedError, LearngeneError, TrainingDivergedError
 from learngene.train import distributed as D
+from learngene.train.augment import BatchAugment, RandomStream, build_mixup
 from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from learngene.train.config import AMP_MODES, RESUME_FREE_FIELDS, TrainConfig, TrainResult
+from learngene.train.config import AMP_MODES, RECIPE_DEFAULTS, RESUME_FREE_FIELDS, TrainConfig, TrainResult
 from learngene.train.data import as_source, epoch_batches, eval_batches, order_seed, stream_seed
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
@@ -44,6 +47,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 FINAL_MODEL = "model.safetensors"
+EMA_MODEL = "ema.safetensors"  # the model EMA's weights (TrainConfig.ema_decay), beside the model's
 SUMMARY = "train_summary.json"
 _POSTFIX_EVERY_S = 2.0  # progress-bar numbers (and the NaN check) need a device sync; do it this rarely
 
@@ -196,7 +200,8 @@ def fit(
                 wrapper under torchrun), its output may be anything; the model/label checks
                 are skipped and logits/targets only feed the accuracy metric.
     out_dir     if given (rank 0 writes): checkpoint.pt (each epoch), metrics.jsonl,
-                model.safetensors and train_summary.json. A fresh run overwrites them.
+                model.safetensors (and ema.safetensors with config.ema_decay) and
+                train_summary.json. A fresh run overwrites them.
     resume      continue from out_dir/checkpoint.pt (bitwise-exact at the epoch
                 boundary); with no checkpoint there yet, start fresh.
     progress    a tqdm bar per epoch on rank 0; where stderr is not a terminal (a log file, CI),
@@ -258,9 +263,17 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     write = info.is_main and out_dir is not None  # only rank 0 touches files
 
     # ---- data ------------------------------------------------------------------------
-    if cfg.batch_size % world:
-        raise ConfigError(f"batch_size {cfg.batch_size} (global) must be divisible by the {world} processes")
-    local_bs = cfg.batch_size // world
+    # batch_size is the global effective batch: each optimizer step, every rank takes per_rank
+    # samples as accum_steps micro-batches of local_bs (gradients summed, the loss / accum_steps).
+    per_rank, local_bs = cfg.batch_split(world)
+    if cfg.mixes and local_bs % 2:
+        raise ConfigError(
+            f"Mixup/CutMix pair each image with its mirror in the micro-batch, which must be even; it is {local_bs} "
+            f"(batch_size {cfg.batch_size} / {world} process(es) / accum_steps {cfg.accum_steps}); change batch_size"
+        )
+    if cfg.mixes and loss_fn is not None:
+        raise ConfigError("mixup/cutmix mix classification targets; with a loss_fn (another objective) set "
+                          "mixup=0 and cutmix=0")
     pin = device.type == "cuda"
     train_src = as_source(train_data, num_workers=cfg.num_workers, pin_memory=pin, device=device)
     eval_src = None if eval_data is None else as_source(eval_data, num_workers=cfg.num_workers, pin_memory=pin,
@@ -289,15 +302,23 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     flops_per_train_sample = 3 * fwd_flops + teacher_flops  # forward + backward (~2x forward) + teacher forward
     flops_per_rank_step = 3 * fwd_step_flops  # every rank computes the weights (forward + backward) each step
 
-    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    # ---- DeiT's recipe (each part off by default) ----------------------------------------
+    mixup = build_mixup(cfg, num_classes) if cfg.mixes else None
+    batch_aug = None
+    if not getattr(train_data, "applies_train_transform", False):  # else the dataset's own transform does it
+        batch_aug = BatchAugment(cfg, train_data, image_size=min(sample.shape[-2:]), in_chans=sample.shape[1])
+        batch_aug = batch_aug if batch_aug.enabled else None
 
     # ---- resume ------------------------------------------------------------------------
     start_epoch, step, samples_seen, wall_before, history = 0, 0, 0, 0.0, []
+    ema_state = None  # the EMA's weights from the checkpoint
     ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        saved = ckpt["config"]
+        saved = {**RECIPE_DEFAULTS, **ckpt["config"]}  # checkpoints from before the recipe fields: all off
         changed = [k for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed)
@@ -308,6 +329,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if cfg.ema_decay is not None:
+                ema_state = ckpt["ema"]
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0][:200]
             raise ArtifactError(
@@ -329,11 +352,19 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     elif write and ckpt_path.exists():
         ckpt_path.unlink()  # a fresh run: a stale checkpoint must not be resumed later
     if write:  # temp files of writes cut short by a kill: never read, but don't let them pile up
-        remove_stale_temps(out_dir, (CHECKPOINT, METRICS, FINAL_MODEL, SUMMARY))
+        remove_stale_temps(out_dir, (CHECKPOINT, METRICS, FINAL_MODEL, EMA_MODEL, SUMMARY))
     if write:  # metrics.jsonl always mirrors the history we continue from (empty when fresh)
         atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
+    # The EMA follows the unwrapped model's weights after every optimizer step (timm ModelEmaV3,
+    # constant decay as DeiT's ModelEma; no warmup), on the model's device. Copied before the DDP
+    # wrap (timm's advice: no DDP hooks in the copy), filled after it (the wrap broadcasts rank 0's
+    # weights), so every rank starts from the same weights.
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay is not None else None
     ddp = D.wrap_ddp(model, info) if info.distributed else model  # DDP averages grads over ranks
+    ddp_module = ddp  # its no_sync() skips the all-reduce of micro-batches before the last
+    if ema is not None:
+        ema.module.load_state_dict(ema_state if ema_state is not None else model.state_dict())
     if cfg.compile:  # the training step's module only; the parameters are shared with `model`
         ddp = torch.compile(ddp)
 
@@ -346,8 +377,12 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         np.random.seed(stream_seed(cfg.seed, epoch, 3, info.rank) % 2**32)
         random.seed(stream_seed(cfg.seed, epoch, 4, info.rank))
         aug_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, epoch, 1, info.rank))
+        mix_stream = RandomStream(stream_seed(cfg.seed, epoch, 6, info.rank)) if mixup is not None else None
+        aug_stream = RandomStream(stream_seed(cfg.seed, epoch, 7, info.rank)) if batch_aug is not None else None
         batches = epoch_batches(len(train_src), global_batch=cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                rank=info.rank, world_size=world)  # steps_per_epoch x [local_bs]
+                                rank=info.rank, world_size=world, repeats=cfg.repeated_aug)  # steps x [per_rank]
+        if cfg.accum_steps > 1:  # steps_per_epoch * accum_steps micro-batches, in order
+            batches = [micro for idx in batches for micro in idx.split(local_bs)]
 
         model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss * b, correct, count], no syncs
@@ -357,40 +392,64 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         plain_lines = bool(progress and info.is_main and bar.disable)  # tqdm hides itself off a terminal
         t0 = last_check = time.perf_counter()
         checked_step = step  # steps up to here are known to have finite losses
-        for images, labels in train_src.batches(batches, aug_gen, stream_seed(cfg.seed, epoch, 5, info.rank)):
+        for micro, (images, labels) in enumerate(train_src.batches(batches, aug_gen,
+                                                                   stream_seed(cfg.seed, epoch, 5, info.rank))):
+            if batch_aug is not None:  # RandAugment / random erasing, per image on the CPU
+                images = batch_aug(images, aug_stream)
+                images = images.pin_memory() if pin else images  # keeps the copy below asynchronous
             images = images.to(device, non_blocking=True)  # [b,C,H,W]
             labels = labels.to(device, non_blocking=True)  # [b]
-            lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            first, last = micro % cfg.accum_steps == 0, (micro + 1) % cfg.accum_steps == 0
+            if first:
+                lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # lr_scale: layer-wise lr decay
+            targets = labels  # [b] int64, or [b, K] soft targets after Mixup/CutMix
+            if mixup is not None:
+                with mix_stream.active():
+                    images, targets = mixup(images, labels)  # mixes images in place
 
-            with autocast(path.amp, device):
-                if loss_fn is not None:  # another objective: its loss, and logits/targets for the metric
-                    loss, logits, labels = loss_fn(ddp, images, labels)
-                else:
-                    logits = _check_logits(ddp(images))  # [b, K]
-                    teacher_logits = None
-                    if teacher is not None:
-                        with torch.inference_mode():
-                            t = teacher(images)
-                        # clone outside inference mode: inference tensors cannot be saved for backward
-                        teacher_logits = _check_logits(t).clone()
-                    loss = train_loss(logits, labels, label_smoothing=cfg.label_smoothing, distill=cfg.distill,
-                                      teacher_logits=teacher_logits, alpha=cfg.distill_alpha, tau=cfg.distill_tau)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, images, labels, logits)
+            # Under DDP, micro-batches before the last only accumulate locally; the last all-reduces.
+            sync = contextlib.nullcontext() if last or not info.distributed else ddp_module.no_sync()
+            with sync:
+                with autocast(path.amp, device):
+                    if loss_fn is not None:  # another objective: its loss, and logits/targets for the metric
+                        loss, logits, labels = loss_fn(ddp, images, labels)
+                    else:
+                        logits = _check_logits(ddp(images))  # [b, K]
+                        teacher_logits = None
+                        if teacher is not None:
+                            with torch.inference_mode():
+                                t = teacher(images)
+                            # clone outside inference mode: inference tensors cannot be saved for backward
+                            teacher_logits = _check_logits(t).clone()
+                        loss = train_loss(logits, targets, label_smoothing=cfg.label_smoothing, distill=cfg.distill,
+                                          teacher_logits=teacher_logits, alpha=cfg.distill_alpha,
+                                          tau=cfg.distill_tau)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model, images, labels, logits)
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # under DDP: gradients all-reduced (averaged) here
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-            optimizer.step()
-            step += 1
+                if first:
+                    optimizer.zero_grad(set_to_none=True)
+                if cfg.accum_steps == 1:
+                    loss.backward()  # under DDP: gradients all-reduced (averaged) here
+                else:  # the step's gradient is the mean over its accum_steps micro-batches
+                    (loss / cfg.accum_steps).backward()
+            if last:
+                if cfg.clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+                optimizer.step()
+                step += 1
+                if ema is not None:
+                    ema.update(model)
 
             with torch.no_grad():  # running sums stay on the device: no host sync per step
+                hit = labels if mixup is None else targets.argmax(1)  # mixed: the dominant class
                 sums[0] += loss.detach() * labels.numel()
-                sums[1] += (logits.detach().argmax(1) == labels).sum()
+                sums[1] += (logits.detach().argmax(1) == hit).sum()
                 sums[2] += labels.numel()
+            if not last:
+                continue
             bar.update(1)
             if (not bar.disable or not info.distributed) and time.perf_counter() - last_check >= _POSTFIX_EVERY_S:
                 last_check = time.perf_counter()
@@ -438,6 +497,10 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, precision=path.amp, info=info,
                                   loss_fn=loss_fn)
             record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
+            if ema is not None:
+                ev = _evaluate_source(ema.module, eval_src, batch_size=local_bs, device=device, precision=path.amp,
+                                      info=info, loss_fn=loss_fn)
+                record["eval_loss_ema"], record["eval_acc_ema"] = ev["loss"], ev["acc"]
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
         history.append(record)
         if plain_lines:
@@ -451,6 +514,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
                     "epoch": epoch + 1, "step": step, "samples_seen": samples_seen,
                     "wall_time_s": record["wall_time"], "world_size": world, "steps_per_epoch": steps_per_epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    **({"ema": ema.module.state_dict()} if ema is not None else {}),
                     "config": cfg.to_dict(), "history": history,
                     "rng": capture_rng({"augment": aug_gen}, data_order_seed=order_seed(cfg.seed, epoch + 1)),
                 })
@@ -478,6 +542,19 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         atomic_save_safetensors(out_dir / FINAL_MODEL, model.state_dict(),
                                 metadata={"producer": "learngene.train", "epochs": str(len(history))})
         summary = {k: v for k, v in result.to_dict().items() if k != "history"}
-        summary.update(config=cfg.to_dict(), world_size=world, device=str(device), torch=torch.__version__)
+        if ema is not None:
+            atomic_save_safetensors(out_dir / EMA_MODEL, ema.module.state_dict(),
+                                    metadata={"producer": "learngene.train", "epochs": str(len(history)),
+                                              "ema_decay": repr(cfg.ema_decay)})
+            summary["ema"] = {"weights": EMA_MODEL, "decay": cfg.ema_decay,
+                              "eval_loss": next((r["eval_loss_ema"] for r in reversed(history)
+                                                 if r.get("eval_loss_ema") is not None), None),
+                              "eval_acc": next((r["eval_acc_ema"] for r in reversed(history)
+                                                if r.get("eval_acc_ema") is not None), None)}
+        elif (out_dir / EMA_MODEL).exists():
+            (out_dir / EMA_MODEL).unlink()  # an earlier run's EMA in this folder: not this model's
+        summary.update(config=cfg.to_dict(), world_size=world, device=str(device), torch=torch.__version__,
+                       batch={"effective": cfg.batch_size, "world_size": world, "per_rank": per_rank,
+                              "micro_batch": local_bs, "accum_steps": cfg.accum_steps})
         atomic_write_json(out_dir / SUMMARY, summary)
     return result

@@ -1,4 +1,5 @@
-"""AdamW with weight decay by rule, and the per-step warmup + cosine learning rate."""
+"""AdamW with weight decay by rule (optionally layer-wise lr decay), and the per-step warmup +
+cosine learning rate."""
 
 from __future__ import annotations
 
@@ -58,14 +59,40 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, with PyTorch's fused kernel where every parameter allows it.
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups with layer-wise lr decay (BEiT; timm ``param_groups_layer_decay``).
 
-    The fused kernel updates all tensors in one call: on CPU it replaces a Python loop over the
-    parameters (PyTorch's CPU default), which at vit-mini's ~150 small tensors is a few percent
-    of a bf16 step. Same update rule; the rounding of the last bit may differ from the loop's.
+    timm numbers the layers with the model's ``group_matcher(coarse=False)``: the stem
+    (patch/pos embeddings, tokens) 0, block i i + 1, the final norm and head L + 1. A group's
+    ``lr_scale`` is ``layer_decay ** (L + 1 - layer)``: the head trains at the full lr, the stem at
+    ``layer_decay ** (L + 1)``. Weight decay keeps this module's rule (``no_decay_names``);
+    frozen parameters stay out.
     """
-    groups = [g for g in param_groups(model, weight_decay) if g["params"]]
+    if not callable(getattr(model, "group_matcher", None)):
+        raise ConfigError(
+            f"TrainConfig.layer_decay needs a model with timm's group_matcher() to number its layers; a "
+            f"{type(model).__name__} has none; use a timm ViT (learngene's models are) or set layer_decay=None"
+        )
+    from timm.optim import param_groups_layer_decay
+
+    skip = no_decay_names(model)
+    # timm matches no_weight_decay_list entries as patterns; exact full names match themselves.
+    groups = param_groups_layer_decay(model, weight_decay=weight_decay, no_weight_decay_list=sorted(skip),
+                                      layer_decay=layer_decay)
+    return [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"]} for g in groups]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
+                    layer_decay: float | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; each group's lr is ``lr x group.get("lr_scale", 1)``.
+
+    PyTorch's fused kernel runs where every parameter allows it: it updates all tensors in one
+    call, where PyTorch's CPU default loops over them in Python (a few percent of a bf16 step at
+    vit-mini's ~150 small tensors). Same update rule; the last bit may round differently.
+    """
+    groups = param_groups(model, weight_decay) if layer_decay is None else \
+        layer_decay_groups(model, weight_decay, layer_decay)
+    groups = [g for g in groups if g["params"]]
     if not groups:
         raise ConfigError("the model has no trainable parameters (all requires_grad=False); nothing to train")
     params = [p for g in groups for p in g["params"]]
