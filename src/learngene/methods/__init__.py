@@ -12,3 +12,4 @@ from . import cluster_learngene  # noqa: F401
 from . import mm_lg  # noqa: F401
 from . import learngene_pool  # noqa: F401
 from . import sn_net  # noqa: F401
+from . import lets  # noqa: F401
