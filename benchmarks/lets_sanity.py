@@ -6,7 +6,8 @@
 Distils the ancestry into LeTs' auxiliary model (learngene + width/depth transformation
 matrices) for ``--epochs`` over the first ``--limit`` Fashion-MNIST training images, then grows
 descendants at several depths and widths (every row-selection strategy) and reports their
-Fashion-MNIST test top-1 *without any fine-tuning*, next to the ancestry's. A reduced budget:
+top-1 on the first ``--test-limit`` Fashion-MNIST test images *without any fine-tuning*, next
+to the ancestry's on the same images. A reduced budget:
 it checks that the learned transformation really carries the ancestry's function into
 variable-sized models, not what a full extraction reaches.
 
@@ -40,7 +41,8 @@ SHAPES = [  # (depth, embed_dim, num_heads): the auxiliary shape first, then sha
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ancestry", default="/tmp/ancestry-mini", help="a vit-mini ancestry folder (Fashion-MNIST)")
-    p.add_argument("--limit", type=int, default=12000, help="training images distilled on (the first N)")
+    p.add_argument("--limit", type=int, default=6000, help="training images distilled on (the first N)")
+    p.add_argument("--test-limit", type=int, default=2000, help="test images scored (the first N)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -51,7 +53,8 @@ def main() -> None:
     ancestry = learngene.load_ancestry(args.ancestry).eval()
     arch = arch_of(ancestry)
     train = load_dataset("fashion-mnist", "train", image_size=arch.side, in_chans=arch.in_chans)
-    test = load_dataset("fashion-mnist", "test", image_size=arch.side, in_chans=arch.in_chans)
+    full_test = load_dataset("fashion-mnist", "test", image_size=arch.side, in_chans=arch.in_chans)
+    test = torch.utils.data.TensorDataset(full_test.images[: args.test_limit], full_test.labels[: args.test_limit])
     subset = torch.utils.data.TensorDataset(train.images[: args.limit], train.labels[: args.limit])
 
     rows = [{"model": "ancestry", "depth": arch.depth, "embed_dim": arch.embed_dim, "num_heads": arch.num_heads,

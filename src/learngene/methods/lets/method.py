@@ -92,7 +92,7 @@ from ...stack import VitStack, from_stack
 from ...stack.init import blank_stack
 from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, split_holdout, unpack
 from .._computed import ComputedViT, decay_matrices_only
-from .config import LetsConfig
+from .config import SIZE_FIELDS, LetsConfig
 
 Tensors = dict[str, torch.Tensor]
 
@@ -180,22 +180,29 @@ def transforms_for(tensors: Tensors, sizes: Sizes, selection: str) -> dict[str, 
 
 # -- the transformation -------------------------------------------------------------------
 def transform_block_tensor(key: str, t: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Width-transform one block tensor stacked over layers, ``t`` [L, ...] in the learngene's sizes."""
+    """Width-transform one block tensor stacked over layers, ``t`` [L, ...] in the learngene's sizes.
+
+    One matrix per einsum: torch contracts a many-operand einsum left to right (no opt_einsum
+    here), which would build the outer product of the matrices first.
+    """
     E, A, B, M = x["embed"], x["heads"], x["head_dim"], x["mlp"]
     if key in QKV_WEIGHTS:                      # [L, H_g, hd_g, D_g] -> [L, H, hd, D]
-        return torch.einsum("ah,bd,ce,lhde->labc", A, B, E, t)
+        t = torch.einsum("ce,lhde->lhdc", E, t)
+        t = torch.einsum("bd,lhdc->lhbc", B, t)
+        return torch.einsum("ah,lhbc->labc", A, t)
     if key in QKV_BIASES:                       # [L, H_g, hd_g] -> [L, H, hd]
-        return torch.einsum("ah,bd,lhd->lab", A, B, t)
+        return torch.einsum("ah,lhb->lab", A, torch.einsum("bd,lhd->lhb", B, t))
     if key == "proj.weight":                    # [L, D_g, H_g, hd_g] -> [L, D, H, hd]
-        return torch.einsum("ce,ah,bd,lehd->lcab", E, A, B, t)
+        t = torch.einsum("bd,lehd->lehb", B, t)
+        t = torch.einsum("ah,lehb->leab", A, t)
+        return torch.einsum("ce,leab->lcab", E, t)
     if key == "fc1.weight":                     # [L, F_g, D_g] -> [L, F, D]
-        return torch.einsum("fg,ce,lge->lfc", M, E, t)
+        return M @ t @ E.T
     if key == "fc1.bias":                       # [L, F_g] -> [L, F]
-        return torch.einsum("fg,lg->lf", M, t)
+        return t @ M.T
     if key == "fc2.weight":                     # [L, D_g, F_g] -> [L, D, F]
-        return torch.einsum("ce,fg,leg->lcf", E, M, t)
-    # norms, proj.bias, fc2.bias, layer-scale gammas: [L, D_g] -> [L, D]
-    return torch.einsum("ce,le->lc", E, t)
+        return E @ t @ M.T
+    return t @ E.T                              # norms, proj.bias, fc2.bias, layer-scale: [L, D_g] -> [L, D]
 
 
 def transformed_stack(tensors: Tensors, arch: ViTArch, selection: str) -> VitStack:
@@ -208,7 +215,7 @@ def transformed_stack(tensors: Tensors, arch: ViTArch, selection: str) -> VitSta
     computed = {}
     for key in keys:
         stacked = torch.stack([b[key] for b in gene_blocks])               # [L_g, ...]
-        mixed = torch.einsum("lj,j...->l...", G, stacked)                  # [L, ...]: depth first (cheaper at compact width)
+        mixed = (G @ stacked.flatten(1)).view(G.shape[0], *stacked.shape[1:])  # [L, ...]: depth first (compact width)
         computed[key] = transform_block_tensor(key, mixed, x).unbind(0)
     blocks = [{key: computed[key][l] for key in keys} for l in range(arch.depth)]
     stem = {}
@@ -290,7 +297,7 @@ def extract(ancestry: VisionTransformer, config: LetsConfig, data: Any = None) -
         torch.manual_seed(config.seed)
         tensors = init_tensors(config, ancestry_arch)
     aux = LetsAuxiliary(arch, tensors, config.selection)
-    provenance: dict[str, Any] = {"lets": {"aux_arch": arch.to_dict()}}
+    provenance: dict[str, Any] = {"cost": {"samples_seen": 0, "flops": 0.0}, "lets": {"aux_arch": arch.to_dict()}}
     if config.epochs > 0:
         train_data, eval_data = split_holdout(data, config.holdout, config.seed)
         result, summary = distill_from_ancestry(aux, ancestry, train_data, eval_data, config)
@@ -310,8 +317,8 @@ def stored_sizes(gene: Artifact) -> tuple[Sizes, Sizes]:
 
 def validate(gene: Artifact) -> None:
     """The learngene's blocks, stem, head and matrices have the shapes the stored sizes give."""
-    for name in (*LetsConfig.__dataclass_fields__.keys(),):
-        if name.startswith(("gene_", "aux_")) and gene.config.get(name) is None:
+    for name in (*SIZE_FIELDS, "gene_mlp_ratio", "aux_mlp_ratio"):
+        if gene.config.get(name) is None:
             raise ConfigError(f"config field {name} is not resolved; re-create the learngene")
     g, a = stored_sizes(gene)
     prefixes = {k.split(".", 1)[0] for k in gene.tensors}
