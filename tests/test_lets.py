@@ -14,7 +14,7 @@ from learngene.arch import arch_of
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods.lets import LetsAuxiliary, LetsConfig, select_rows
 from learngene.methods.lets.method import aux_arch, init_tensors, resolve
-from learngene.registry import config_to_dict
+from learngene.registry import config_to_dict, get_method
 from learngene.stack import to_stack
 from learngene.train.optim import no_decay_names
 
@@ -100,7 +100,7 @@ def test_norm_selection_takes_the_rows_of_largest_norm(tiny_ancestry):
     child = to_stack(gene.expand(depth=2, seed=0))
     for position, row in enumerate(want):
         for key, tensor in child.blocks[position].items():
-            torch.testing.assert_close(tensor, full.blocks[row][key], rtol=0, atol=0)
+            torch.testing.assert_close(tensor, full.blocks[row][key])
 
 
 @pytest.mark.parametrize("selection", ["continuous", "l2-top", "l2-bottom", "l1-top", "l1-bottom"])
@@ -184,7 +184,7 @@ def test_artifact_round_trip(extracted, tmp_path):
     loaded = learngene.load(tmp_path / "gene")
     assert loaded.config == extracted.config and loaded.config["gene_embed_dim"] == 16
     assert all(torch.equal(loaded.tensors[k], extracted.tensors[k]) for k in extracted.tensors)
-    assert "depth <= 6, embed_dim <= 48" in learngene.get_method("lets").describe_shapes(loaded)
+    assert "depth <= 6, embed_dim <= 48" in get_method("lets").describe_shapes(loaded)
     a = extracted.expand(depth=5, embed_dim=32, num_heads=2, seed=1).state_dict()
     b = loaded.expand(depth=5, embed_dim=32, num_heads=2, seed=1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -203,7 +203,8 @@ def test_load_rejects_matrices_that_disagree_with_the_config(tiny_ancestry, tmp_
     (dict(gene_heads=0), "gene_heads must be a positive integer"),
     (dict(aux_embed_dim=50, aux_heads=3), "aux_embed_dim 50 is not divisible by aux_heads 3"),
     (dict(gene_depth=8, epochs=0), "learngene's depth size 8 exceeds the auxiliary model's 4"),
-    (dict(gene_embed_dim=30, epochs=0), "gene_embed_dim 30 is not divisible by gene_heads"),
+    (dict(gene_embed_dim=40, gene_heads=3), "gene_embed_dim 40 is not divisible by gene_heads 3"),
+    (dict(gene_embed_dim=32, gene_heads=1, epochs=0), "learngene's head_dim size 32 exceeds the auxiliary model's 16"),
     (dict(noise=-1), "noise must be a number >= 0"),
     (dict(aux_mlp_ratio=0), "aux_mlp_ratio must be a number > 0"),
     (dict(epochs=1), "needs data"),

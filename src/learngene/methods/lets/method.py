@@ -47,8 +47,8 @@ soft distillation from the ancestry with ``learngene.train.fit`` (``distill_from
 Initialisation (ours; the paper's is not stated): the learngene with timm's ViT init at its
 compact shape; each width matrix the copy pattern ``X[i, i mod n_g] = 1`` plus N(0, noise^2)
 noise (the first n_g rows start as the identity, so a descendant at the learngene's width
-starts as the learngene itself; the noise breaks the copies' symmetry); G stage-wise
-(``G[l, floor(l L_g / L_a)] = 1``: each learngene layer first fills a contiguous run of
+starts with, up to the noise, the learngene's own tensors; the noise breaks the symmetry of
+the copies); G stage-wise (``G[l, floor(l L_g / L_a)] = 1``: each learngene layer first fills a contiguous run of
 layers, as the authors' SWS does). Weight decay applies to the learngene's weight matrices
 only, never to the transformation matrices.
 
