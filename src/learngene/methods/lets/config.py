@@ -67,3 +67,8 @@ class LetsConfig:
         self.noise = float(self.noise)
         check_training("lets", self, min_epochs=0)
         check_distillation("lets", self)
+
+    @property
+    def needs_data(self) -> bool:
+        """Distillation reads data; the untrained initialisation (epochs=0) reads none."""
+        return self.epochs > 0
