@@ -198,6 +198,34 @@ def test_load_rejects_matrices_that_disagree_with_the_config(tiny_ancestry, tmp_
         learngene.load(tmp_path / "bad")
 
 
+def test_load_rejects_mixed_dtypes(tiny_ancestry, tmp_path):
+    gene = random_gene(tiny_ancestry)
+    gene.tensors["transform.depth"] = gene.tensors["transform.depth"].half()
+    gene.save(tmp_path / "bad")
+    with pytest.raises(ArtifactError, match="share one floating-point dtype"):
+        learngene.load(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(init_values=1e-5, qkv_bias=False),                     # layer-scale gammas, no q/k/v biases
+    dict(global_pool="avg", class_token=False, fc_norm=True),   # TLEG-style pooling, no class token
+])
+def test_other_ancestry_layouts(overrides):
+    """The transformation covers layer-scale gammas and a missing class token / q/k/v bias, and the
+    auxiliary model is still exactly the descendant at its shape (narrower descendants grow too)."""
+    ancestry = randomize_(tiny_vit(**overrides))
+    gene = learngene.extract("lets", ancestry, epochs=0, noise=0.1)
+    config = LetsConfig(**gene.config)
+    aux = LetsAuxiliary(aux_arch(config, gene.ancestry_arch), gene.tensors).eval()
+    child = gene.expand(seed=0).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(aux(x), child(x), rtol=1e-5, atol=1e-5)
+    small = gene.expand(depth=2, embed_dim=32, num_heads=2, seed=0)
+    assert small(x).shape == (2, 10)
+    assert set(to_stack(small).blocks[0]) == set(to_stack(ancestry).blocks[0])
+
+
 @pytest.mark.parametrize("options,match", [
     (dict(selection="middle"), "selection must be one of continuous"),
     (dict(gene_heads=0), "gene_heads must be a positive integer"),

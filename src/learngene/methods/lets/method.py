@@ -321,6 +321,10 @@ def validate(gene: Artifact) -> None:
         if gene.config.get(name) is None:
             raise ConfigError(f"config field {name} is not resolved; re-create the learngene")
     g, a = stored_sizes(gene)
+    dtypes = {t.dtype for t in gene.tensors.values()}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise ConfigError(f"the tensors must share one floating-point dtype (they are transformed together), "
+                          f"found {sorted(str(d) for d in dtypes)}")
     prefixes = {k.split(".", 1)[0] for k in gene.tensors}
     if prefixes - {"blocks", "stem", "head", "transform"}:
         raise ConfigError(f"unexpected tensors under {sorted(prefixes - {'blocks', 'stem', 'head', 'transform'})}")
