@@ -23,22 +23,22 @@ class LetsConfig:
     library's small-ViT defaults, as for tleg.
     """
 
-    gene_depth: int | None = None        # learngene layers L_g (None: ancestry depth // 2); G maps them to aux_depth layers
+    gene_depth: int | None = None        # learngene layers L_g (None: ancestry depth // 2; paper: a 15.0M-parameter learngene at ViT-B scale, sizes not in the text we had)
     gene_embed_dim: int | None = None    # learngene width D_g (None: gene_heads x the ancestry's head_dim)
     gene_heads: int | None = None        # learngene heads H_g (None: ancestry heads // 2, at least 1; or gene_embed_dim // head_dim)
     gene_mlp_ratio: float | None = None  # learngene MLP hidden / width (None: the ancestry's mlp_ratio)
-    aux_depth: int | None = None         # auxiliary model depth L_a = rows of G = deepest descendant (None: ancestry depth; paper: 12)
+    aux_depth: int | None = None         # auxiliary model depth L_a = rows of G = deepest descendant (None: ancestry depth; paper: not stated in the text we had)
     aux_embed_dim: int | None = None     # auxiliary width D_a = rows of the embed matrix = widest descendant (None: ancestry's)
     aux_heads: int | None = None         # auxiliary heads H_a = most heads a descendant may have (None: ancestry's)
     aux_mlp_ratio: float | None = None   # auxiliary MLP hidden / width (None: the ancestry's)
-    selection: str = "continuous"        # rows a smaller descendant takes: continuous (the first n) or l1/l2-top/bottom (by row norm)
-    noise: float = 0.01                  # std of the noise added to the width matrices' initial copy pattern (breaks the copies' symmetry)
-    epochs: int = 10                     # distillation epochs over `data` (paper: ImageNet, DeiT recipe)
+    selection: str = "continuous"        # rows a smaller descendant takes: continuous (the first n) or l1/l2-top/bottom by row norm (the paper's five; its default not stated)
+    noise: float = 0.01                  # std of the noise on the width matrices' initial copy pattern, breaking the copies' symmetry (ours: the paper's init is not stated)
+    epochs: int = 10                     # distillation epochs over `data`; 0 = untrained init, no data (paper: ImageNet, fewer than its 200-epoch ablation)
     batch_size: int = 128                # global batch of the distillation run
     lr: float = 1e-3                     # AdamW peak lr (warmup then cosine, learngene.train's schedule)
     weight_decay: float = 0.05           # AdamW decay on the learngene's weight matrices (never on the transformation matrices)
     warmup_epochs: float = 1.0           # linear warmup length in epochs
-    distill_alpha: float = 1.0           # loss = (1 - alpha) CE(labels) + alpha KD; pure soft distillation as in tleg
+    distill_alpha: float = 1.0           # loss = (1 - alpha) CE(labels) + alpha KD; pure soft KD as in tleg (paper: distillation, weights not stated)
     distill_tau: float = 1.0             # softmax temperature of the soft KD term
     seed: int = 0                        # seeds the initialisation and the training run
     holdout: float = 0.0                 # fraction of `data` held out to report the auxiliary model's eval accuracy (0 = none)
