@@ -98,6 +98,11 @@ METHODS = [
          data="images"),
     Case("wave", dict(init="ancestry", epochs=0, num_templates=4), dict(depth=5, num_classes=7), data="images",
          fresh=(HEAD,)),
+    # untrained (epochs=0) and distilled learngenes; descendants shallower/deeper than the
+    # learngene and narrower than the auxiliary model (rows of the matrices); classifier kept
+    Case("lets", dict(epochs=0, aux_depth=6), dict(depth=5, embed_dim=32, num_heads=2)),
+    Case("lets", dict(selection="l2-top", lr=2e-3, **TRAIN), dict(depth=3, num_classes=7), data="images",
+         fresh=(HEAD,)),
     # 4 heads from the 3 representatives per layer: the 4th shares one, with noise on its q/k/v
     Case("cluster-learngene", dict(sample_size=8), dict(depth=3, num_heads=4), data="images",
          fresh=(blocks(ANY, r"attn\.qkv\.(weight|bias)"), HEAD)),

@@ -14,3 +14,4 @@ from . import learngene_pool  # noqa: F401
 from . import sn_net  # noqa: F401
 from . import sws  # noqa: F401
 from . import wave  # noqa: F401
+from . import lets  # noqa: F401
