@@ -18,6 +18,23 @@ Size: every image is resized (PIL bilinear, antialiased when shrinking) to
 ``image_size x image_size``; without ``image_size``, all images must share one square size,
 which is kept. Normalization uses the per-channel mean/std of the train split as loaded
 (computed once per folder, size and channel count, and remembered for this process).
+
+That is the in-memory path, for small folders. A folder whose float32 tensor (both splits)
+would exceed ``IN_MEMORY_MAX_BYTES``, or any folder loaded with ``memory=False``
+(``imagefolder:PATH?memory=0``) or a ``transform``, is *streamed* instead: a
+``StreamingImageDataset`` holding the file list and labels, each image decoded when read
+(``learngene.data.streaming``: resize + centre-crop, or the train augmentation; ImageNet's
+mean/std; RGB unless in_chans=1; 224 px unless image_size is given). ``memory=True`` forces
+the in-memory path. The split and the labels are the same either way.
+
+``imagenet:PATH`` is the same source with ImageNet's layout: ``PATH/train/<wnid>/`` and
+``PATH/val/<wnid>/`` (val is the test split; the flat validation folder must first be
+sorted into class folders), streamed at 224 px by default.
+
+Bad files: an image that cannot be decoded (truncated, corrupt, not an image, unreadable)
+is a ``BadImageError`` naming it, or with ``on_bad="skip"`` is left out and counted in a
+``BadImageWarning``; an empty class folder is a ``ConfigError``, or with ``on_bad="skip"`` a
+warning (the class keeps its label).
 """
 
 from __future__ import annotations
@@ -56,6 +73,8 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 # A folder is decoded into memory when its float32 tensor (both splits) takes at most this much.
 IN_MEMORY_MAX_BYTES = 512 * 2**20
+# A streamed folder's side when no image_size is given: the papers' resolution.
+STREAMED_IMAGE_SIZE = 224
 
 _LAYOUT_HINT = "expected PATH/<class>/<image> or PATH/train/<class>/<image> + PATH/test/<class>/<image>"
 
@@ -297,7 +316,7 @@ class ImageFolderSource:
     exceed ``IN_MEMORY_MAX_BYTES`` (files x channels x S x S x 4 bytes, both splits), or any
     folder with ``memory=False`` (``?memory=0``) or a ``transform``, streams
     (``StreamingImageDataset``: resize + centre-crop or the train augmentation, ImageNet's
-    mean/std; RGB unless in_chans=1).
+    mean/std; RGB unless in_chans=1; 224 px unless image_size is given).
     """
 
     prefix: str = "imagefolder"
@@ -329,9 +348,8 @@ class ImageFolderSource:
             memory = count * (in_chans or 3) * size * size * 4 <= IN_MEMORY_MAX_BYTES
         if memory:
             size, chans = _final_size_and_chans(listing, image_size, in_chans, options.on_bad)  # headers if needed
-        else:
-            size = image_size or _final_size_and_chans(listing, None, 3, options.on_bad)[0]
-            chans = in_chans or 3
+        else:  # streamed: no header is read
+            size, chans = image_size or STREAMED_IMAGE_SIZE, in_chans or 3
         return memory, size, chans
 
     def describe(self, path: str, *, image_size: int | None, in_chans: int | None,

@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 
 from learngene.errors import ConfigError, LearngeneError
 from learngene.data.dataset import DatasetInfo
+from learngene.data.processing import convert_stats
 
 # ImageNet's per-channel statistics (timm.data.IMAGENET_DEFAULT_MEAN / _STD), pixel / 255 units.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,8 +131,6 @@ def train_transform(image_size: int, *, mean: Sequence[float] = IMAGENET_MEAN,
 
 def grey_stats(mean: Sequence[float], std: Sequence[float], in_chans: int) -> tuple[tuple[float, ...], ...]:
     """RGB statistics for ``in_chans`` channels (1: luma-weighted, as ``processing.convert_stats``)."""
-    from learngene.data.processing import convert_stats
-
     return convert_stats(tuple(mean), tuple(std), in_chans)
 
 
