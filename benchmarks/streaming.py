@@ -10,13 +10,16 @@ model, through
 * ``timm``: ``timm.data.create_dataset("", root=DIR/train)`` + ``timm.data.create_loader``
   with the same transform arguments (``is_training=True``), batch and workers, no prefetcher (CPU).
 
-The DeiT transform: ``create_transform(224, is_training=True, auto_augment="rand-m9-mstd0.5-inc1",
-re_prob=0.25, interpolation="bicubic")`` (RandomResizedCrop, flip, RandAugment, random erasing).
+The DeiT transform: ``create_transform(224, is_training=True, auto_augment="rand-m9-mstd0.5-inc1-mmax9",
+re_prob=0.25, interpolation="bicubic")`` (RandomResizedCrop, flip, RandAugment, random erasing;
+``mmax9``: see ``DEIT_TRANSFORM``).
 Each (loader, N) runs in its own subprocess; this process samples that subprocess and its
 DataLoader workers every 50 ms: peak RSS (summed over the processes: counts shared pages
 once per process) and peak PSS (proportional set size from /proc/PID/smaps_rollup: shared
 pages split between the processes that map them, so the sum is the real footprint).
-images/s = N / wall time of the epoch, worker start-up included.
+images/s = N / wall time of the epoch, worker start-up included; CPU ms per image = CPU time of the
+subprocess and its workers after set-up (python start-up, imports, folder scan) / N, steadier on
+a shared machine.
 
     nice -n 10 python benchmarks/streaming.py --sizes 2000 5000 --workers 2   # writes results/streaming.json
     python benchmarks/streaming.py --sizes 10000 50000 --workers 8 --out benchmarks/results/streaming-large.json
@@ -41,7 +44,11 @@ sys.path.insert(0, str(ROOT / "src"))
 CLASSES = 10
 BATCH = 64
 IMAGE_SIZE = 224
-DEIT_TRANSFORM = dict(is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, interpolation="bicubic")
+# DeiT's "rand-m9-mstd0.5-inc1" capped at magnitude 9 (mmax9): at magnitude 10 (9 + 2 std) timm
+# 1.0.31's PosterizeIncreasing asks for 0 bits, which Pillow >= 13 refuses (ValueError) -- about
+# 0.15% of images, so an epoch of a few thousand would crash.
+DEIT_TRANSFORM = dict(is_training=True, auto_augment="rand-m9-mstd0.5-inc1-mmax9", re_prob=0.25,
+                      interpolation="bicubic")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -86,7 +93,7 @@ def run_epoch(loader_kind: str, folder: str, workers: int) -> dict:
         batches = create_loader(data, input_size=(3, IMAGE_SIZE, IMAGE_SIZE), batch_size=BATCH, num_workers=workers,
                                 use_prefetcher=False, device=torch.device("cpu"), persistent_workers=True,
                                 **{k: v for k, v in DEIT_TRANSFORM.items()})
-    t_ready = time.perf_counter()
+    t_ready, cpu_ready = time.perf_counter(), time.process_time()  # python start-up, imports, folder scan
     images, first = 0, None
     for x, y in batches:
         if first is None:
@@ -94,7 +101,7 @@ def run_epoch(loader_kind: str, folder: str, workers: int) -> dict:
         assert x.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
         images += x.shape[0]
     end = time.perf_counter()
-    return {"images": images, "setup_s": t_ready - t0, "first_batch_s": first - t_ready, "epoch_s": end - t_ready,
+    return {"images": images, "setup_cpu_s": cpu_ready, "setup_s": t_ready - t0, "first_batch_s": first - t_ready, "epoch_s": end - t_ready,
             "images_per_s": images / (end - t_ready)}
 
 
@@ -125,12 +132,23 @@ def _kb(path: str, key: str) -> int:
     return 0
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class TreeMemory:
-    """Peak RSS and PSS (KiB) of a process tree, sampled by a thread."""
+    """Peak RSS and PSS (KiB) of a process tree, and the CPU time its processes used, sampled by a thread."""
 
     def __init__(self, pid: int, every_s: float = 0.05):
         self.pid, self.every_s = pid, every_s
         self.peak_rss = self.peak_pss = self.peak_processes = 0
+        self.cpu_ticks: dict[int, int] = {}  # pid -> last seen utime + stime
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -140,6 +158,8 @@ class TreeMemory:
             self.peak_rss = max(self.peak_rss, sum(_kb(f"/proc/{p}/status", "VmRSS:") for p in pids))
             self.peak_pss = max(self.peak_pss, sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
             self.peak_processes = max(self.peak_processes, len(pids))
+            for p in pids:
+                self.cpu_ticks[p] = max(self.cpu_ticks.get(p, 0), _cpu_ticks(p))
             self._stop.wait(self.every_s)
 
     def __enter__(self):
@@ -160,8 +180,10 @@ def measure(loader_kind: str, folder: Path, workers: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{loader_kind} failed:\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
+    cpu_s = sum(memory.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
     result.update(peak_rss_mib=round(memory.peak_rss / 1024, 1), peak_pss_mib=round(memory.peak_pss / 1024, 1),
-                  processes=memory.peak_processes)
+                  processes=memory.peak_processes, cpu_s_all_processes=round(cpu_s, 1),
+                  cpu_ms_per_image=round(1000 * (cpu_s - result["setup_cpu_s"]) / max(result["images"], 1), 2))
     return result
 
 
@@ -206,9 +228,11 @@ def main() -> None:
                    "generate_s": round(made, 1),
                    # what the in-memory path would hold: float32 [N, 3, 224, 224]
                    "in_memory_tensor_mib": round(n * 3 * IMAGE_SIZE * IMAGE_SIZE * 4 / 2**20, 1)}
-            for kind in ("learngene", "timm"):
+            kinds = ("learngene", "timm") if len(runs) % 2 == 0 else ("timm", "learngene")  # alternate who goes first
+            for kind in kinds:
                 row[kind] = measure(kind, folder, args.workers)
-                print(f"N={n} {kind}: {row[kind]['images_per_s']:.0f} img/s, peak PSS {row[kind]['peak_pss_mib']} MiB, "
+                print(f"N={n} {kind}: {row[kind]['images_per_s']:.0f} img/s, "
+                      f"{row[kind]['cpu_ms_per_image']} CPU ms/image, peak PSS {row[kind]['peak_pss_mib']} MiB, "
                       f"peak RSS {row[kind]['peak_rss_mib']} MiB ({row[kind]['processes']} processes)", flush=True)
             runs.append(row)
 
@@ -220,7 +244,9 @@ def main() -> None:
                     "timm": timm.__version__, "loadavg_at_start": list(os.getloadavg())},
         "setup": {"batch": BATCH, "image_size": IMAGE_SIZE, "workers": args.workers, "transform": DEIT_TRANSFORM,
                   "torch_threads_per_process": 1},
-        "notes": "one epoch, no model; images_per_s includes worker start-up; peak_pss_mib sums the proportional "
+        "notes": "one epoch, no model; images_per_s includes worker start-up (wall time: on a shared machine it "
+                 "moves with the other load; cpu_ms_per_image, the CPU time of the subprocess and its workers "
+                 "after set-up (start-up, imports, folder scan) per image, moves less); peak_pss_mib sums the proportional "
                  "set sizes of the loader process and its workers (shared pages split), peak_rss_mib their RSS "
                  "(shared pages counted in every process)",
         "runs": runs,
