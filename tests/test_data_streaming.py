@@ -333,3 +333,26 @@ def test_missing_downstream_dataset_names_its_files_and_where_they_go(tmp_path, 
     assert "\n" not in message and f"{tmp_path}/{row.expected}" in message
     assert row.source in message and "LEARNGENE_DATA" in message
     assert ("download=True" in message) == row.can_download
+
+
+def test_downstream_test_split_missing_a_class_is_reported(tmp_path):
+    _fake_dtd(tmp_path)
+    labels = tmp_path / "dtd" / "dtd" / "labels" / "test1.txt"
+    labels.write_text("".join(line + "\n" for line in labels.read_text().split() if line.startswith("banded")))
+    with pytest.raises(DatasetNotFoundError, match="other classes than train"):
+        load_dataset("dtd", "test", root=tmp_path, image_size=8)
+
+
+def test_streaming_dataset_from_a_list_of_paths_and_the_permission_hint(tmp_path):
+    from learngene.data.dataset import DatasetInfo
+    from learngene.data.streaming import bad_reason
+
+    make_folder(tmp_path, classes=1, per_class=2)
+    files = sorted(tmp_path.rglob("*.jpg"))
+    info = DatasetInfo(name="two", num_classes=1, class_names=("a",), image_size=8, in_chans=3,
+                       mean=IMAGENET_MEAN, std=(0.229, 0.224, 0.225))
+    ds = StreamingImageDataset(files, np.zeros(2, dtype=np.int64), info, split="train")
+    assert [ds.files[i] for i in range(2)] == [str(f) for f in files] and ds[1][0].shape == (3, 8, 8)
+    single = StreamingImageDataset(files[:1], np.zeros(1, dtype=np.int64), info, split="train")
+    assert single.files[0] == str(files[0])
+    assert "chmod a+r" in bad_reason(PermissionError(13, "Permission denied", str(files[0])))

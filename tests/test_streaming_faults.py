@@ -80,17 +80,10 @@ def _env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # like the subprocess: the same float sums
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_sigkilled_streaming_run_resumes_to_the_uninterrupted_weights(tmp_path, one_thread):
+def test_sigkilled_streaming_run_resumes_to_the_uninterrupted_weights(tmp_path):
     """SIGKILL a run with 2 persistent workers at the start of epoch 2, resume it with none:
-    the weights and metrics of an uninterrupted run with 1 worker."""
+    the weights and metrics of an uninterrupted run with 1 worker. (One torch thread here, by
+    conftest, and in the subprocess: the same float sums.)"""
     from learngene.train import fit
     from learngene.train.checkpoint import load_checkpoint
 
@@ -134,7 +127,7 @@ def _worker_train(folder: str, run: str, marker: str) -> None:
     fit(_model(0), *_data(Path(folder)), _cfg(2), out_dir=run, extra_loss=extra, resume=True, progress=False)
 
 
-def test_image_going_bad_mid_run_stops_with_the_file_named_and_the_checkpoint_kept(tmp_path, one_thread):
+def test_image_going_bad_mid_run_stops_with_the_file_named_and_the_checkpoint_kept(tmp_path):
     from learngene.data import BadImageError
     from learngene.train import fit
     from learngene.train.checkpoint import load_checkpoint
@@ -166,7 +159,7 @@ def test_image_going_bad_mid_run_stops_with_the_file_named_and_the_checkpoint_ke
     assert _no_timing(r_res.history) == _no_timing(r_ref.history)
 
 
-def test_skip_mode_trains_through_a_bad_image_and_warns(tmp_path, one_thread):
+def test_skip_mode_trains_through_a_bad_image_and_warns(tmp_path):
     from learngene.data import BadImageWarning, load_dataset
     from learngene.train import fit
 

@@ -52,6 +52,9 @@ class DownstreamDataset:
     source: str  # where to get them
     can_download: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # kwargs of every part
+    # torchvision numbers the classes of the split it reads (DTD) or names only those (Pets):
+    # the test split then takes the train split's names, and must list the same ones
+    split_lists_classes: bool = False
 
     def open_parts(self, split: str, root: Path, *, download: bool) -> list[Any]:
         """The torchvision dataset objects of ``split`` (transform None: they return PIL images)."""
@@ -112,7 +115,8 @@ DOWNSTREAM_DATASETS: dict[str, DownstreamDataset] = {row.name: row for row in (
     _row("oxford-pets", "OxfordIIITPet", "Oxford-IIIT Pets: 37 breeds, trainval 3,680 / test 3,669",
          37, 3_680, 3_669, ({"split": "trainval"},), ({"split": "test"},),
          "oxford-iiit-pet/{images/*.jpg,annotations/trainval.txt,annotations/test.txt}",
-         "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz and annotations.tar.gz extracted)"),
+         "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz and annotations.tar.gz extracted)",
+         split_lists_classes=True),
     _row("food101", "Food101", "Food-101: 101 dishes, 75,750 train / 25,250 test",
          101, 75_750, 25_250, ({"split": "train"},), ({"split": "test"},),
          "food-101/{images/<class>/*.jpg,meta/train.json,meta/test.json}",
@@ -126,7 +130,7 @@ DOWNSTREAM_DATASETS: dict[str, DownstreamDataset] = {row.name: row for row in (
          47, 3_760, 1_880, ({"split": "train"}, {"split": "val"}), ({"split": "test"},),
          "dtd/dtd/{images/<class>/*.jpg,labels/train1.txt,labels/val1.txt,labels/test1.txt}",
          "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz (extracted into dtd/)",
-         extra={"partition": 1}),
+         extra={"partition": 1}, split_lists_classes=True),
     _row("stl10", "STL10", "STL-10: 96x96 colour images, 10 classes, 5,000 train / 8,000 test",
          10, 5_000, 8_000, ({"split": "train"},), ({"split": "test"},),
          "stl10_binary/{train_X.bin,train_y.bin,test_X.bin,test_y.bin,class_names.txt}",
@@ -160,12 +164,10 @@ def open_downstream(row: DownstreamDataset, split: str, *, root: str | os.PathLi
     """(torchvision parts, int64 labels [N], info) of one split; nothing is decoded."""
     folder = downstream_root(root)
     parts = row.open_parts(split, folder, download=download)
-    # Class names come from the train split: some classes (DTD, Pets) list the classes of the
-    # split they read, and both splits must number them the same way.
-    names = _class_names(row, parts if split == "train" else row.open_parts("train", folder, download=False))
-    if split != "train":
-        own = getattr(parts[0], "classes", None)
-        if own and tuple(str(n) for n in own) != names:
+    names = _class_names(row, parts)
+    if row.split_lists_classes and split != "train":
+        own, names = names, _class_names(row, row.open_parts("train", folder, download=False))
+        if own != names:
             raise DatasetNotFoundError(f"{row.name} in {folder}: the test split lists other classes than train; "
                                        f"the files are incomplete: {row._hint(folder)}")
     labels = np.concatenate([_part_labels(p) for p in parts])

@@ -262,7 +262,8 @@ class StreamingImageDataset(StreamingDataset):
                  normalize: bool = True):
         super().__init__(info, split=split, transform=transform, augment=augment, on_bad=on_bad, normalize=normalize)
         if not isinstance(files, PathTable):
-            files = PathTable(os.path.commonpath([os.fspath(f) for f in files]) if len(files) else ".", files)
+            folders = [os.path.dirname(os.path.abspath(f)) for f in files]
+            files = PathTable(os.path.commonpath(folders) if folders else ".", [os.path.abspath(f) for f in files])
         self.files = files
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.labels) != len(self.files):
