@@ -59,7 +59,9 @@ def hermetic_env(monkeypatch, tmp_path):
 
 
 def test_list_datasets_names_the_fixed_ones_and_the_pattern():
-    assert list_datasets() == ["fashion-mnist", "mnist-5k", "digits", "attpc", "imagefolder:PATH"]
+    assert list_datasets() == ["fashion-mnist", "mnist-5k", "digits", "attpc", "cifar10", "cifar100", "flowers102",
+                               "oxford-pets", "food101", "stanford-cars", "dtd", "stl10", "fgvc-aircraft",
+                               "imagefolder:PATH", "imagenet:PATH"]
 
 
 def test_dataset_info_of_a_fixed_dataset_needs_no_data(hermetic_env):

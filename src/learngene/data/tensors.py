@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from learngene.errors import ConfigError
+from learngene.data.streaming import BadSample
 
 # A Dataset without .images/.labels tensors: ``sample_tensors`` reads at most this many samples.
 MAX_LOADED_SAMPLES = 4096
@@ -48,7 +49,10 @@ def sample_tensors(data: Any, limit: int | None, generator: torch.Generator, *,
             raise ConfigError(f"{who} needs a map-style dataset of (image, label), got {type(data).__name__}") from None
         take = min(n, limit or MAX_LOADED_SAMPLES, MAX_LOADED_SAMPLES)
         idx = torch.randperm(n, generator=generator)[:take].tolist()
-        items = [data[i] for i in idx]
+        if getattr(data, "on_bad", None) == "skip":  # a streaming dataset that skips unreadable images
+            items = [item for item in map(data.load_item, idx) if not isinstance(item, BadSample)]
+        else:
+            items = [data[i] for i in idx]
         images = torch.stack([torch.as_tensor(x) for x, _ in items])
         labels = torch.as_tensor([int(y) for _, y in items])
         limit = None

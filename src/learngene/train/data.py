@@ -13,17 +13,22 @@ tensors (the learngene.data registry's pre-tensorized datasets), or a 2-tensor
 Training on CUDA, such a dataset is copied to the GPU once when it takes at most a
 quarter of the free GPU memory (batches are then gathered there: no host-to-device copy
 per step); otherwise each gathered batch is put in pinned memory so that its copy to the
-GPU is asynchronous. Any other map-style Dataset of (image, label) goes through a
-DataLoader driven by the same index lists (``pin_memory`` on CUDA, ``num_workers``).
+GPU is asynchronous. Any other map-style Dataset of (image, label) -- learngene.data's
+streaming datasets among them -- goes through a DataLoader driven by the same index lists
+(``pin_memory`` on CUDA, ``num_workers`` persistent workers, randomness seeded per sample:
+``LoaderSource``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import random
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from learngene.data.streaming import BadImageError, BadSample, warn_skipped
 from learngene.data.tensors import tensor_pair
 from learngene.errors import ConfigError
 
@@ -122,14 +127,94 @@ class TensorSource:
             yield x, y
 
 
+class _EpochBatches:
+    """A batch sampler whose batches are replaced before every pass (a DataLoader keeps its
+    sampler for life, and a persistent-worker DataLoader must be reused to keep its workers)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def sample_seed(worker_seed: int, index: int) -> int:
+    """Seed of the random draws made while reading sample ``index`` in one pass (< 2**63)."""
+    return (worker_seed * 0x9E3779B1 + index) % (2**63)
+
+
+class _SeededItems(Dataset):
+    """``dataset`` read by ``(index, seed)`` keys: the torch CPU, numpy and ``random`` RNGs are
+    seeded with ``seed`` before the item is read, so a random transform draws the same numbers
+    whichever worker reads it, with any number of workers, before or after a resume.
+
+    Read in the main process (num_workers=0), the RNG states are restored afterwards: they
+    belong to the training loop (dropout / drop-path). Only the CPU generator is seeded, never
+    CUDA's (``torch.manual_seed`` would reseed those too). Items come from ``load_item`` when the
+    dataset has it (learngene.data's streaming datasets: a bad image gives a ``BadSample``).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.load = getattr(dataset, "load_item", None) or dataset.__getitem__
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        in_main = get_worker_info() is None
+        if in_main:
+            saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        torch.default_generator.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            return self.load(index)
+        finally:
+            if in_main:
+                torch.set_rng_state(saved[0])
+                np.random.set_state(saved[1])
+                random.setstate(saved[2])
+
+
+def _collate_good(items: list) -> tuple[Any, Any, list[BadSample]]:
+    """default_collate of the readable items -> (images, labels, the BadSamples); (None, None, bad)
+    when none was readable."""
+    bad = [item for item in items if isinstance(item, BadSample)]
+    good = [item for item in items if not isinstance(item, BadSample)]
+    if not good:
+        return None, None, bad
+    images, labels = default_collate(good)
+    return images, labels, bad
+
+
 class LoaderSource:
-    """Any map-style Dataset of (image, label): a DataLoader fed our own index lists."""
+    """Any map-style Dataset of (image, label): a DataLoader fed our own index lists.
+
+    With ``num_workers > 0`` one DataLoader with persistent workers serves every pass (no
+    worker start-up per epoch); its batch sampler is refilled before each pass. Randomness in
+    the dataset's transform is seeded per sample from ``(worker_seed, index)`` (``_SeededItems``),
+    so it does not depend on which worker reads a sample, nor on how many there are: a run
+    resumed at an epoch boundary (even with another num_workers) reads the same augmented
+    images as an uninterrupted one.
+
+    Bad images (a ``BadSample`` from ``load_item``): ``dataset.on_bad == "skip"`` drops them
+    from their batch (a batch left empty is not yielded), counts them in ``skipped`` and warns
+    once per pass; otherwise a ``BadImageError`` naming the file is raised in this process.
+    """
 
     def __init__(self, dataset: Dataset, *, num_workers: int, pin_memory: bool, augment: Callable | None):
         self.dataset = dataset
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.augment = augment
+        self.skipped = 0  # bad images dropped so far, all passes
+        self._sampler = _EpochBatches()
+        self._loader: DataLoader | None = None
         try:
             self.n = len(dataset)  # type: ignore[arg-type]
         except TypeError:
@@ -140,30 +225,62 @@ class LoaderSource:
     def __len__(self) -> int:
         return self.n
 
+    def _skipping(self) -> bool:
+        return getattr(self.dataset, "on_bad", "error") == "skip"
+
     def sample(self) -> torch.Tensor:
-        x = self.dataset[0][0]
-        return torch.as_tensor(x).unsqueeze(0)
+        """The first readable sample, [1, C, H, W] (bad ones skipped when the dataset skips them)."""
+        load = getattr(self.dataset, "load_item", None)
+        if load is None:
+            return torch.as_tensor(self.dataset[0][0]).unsqueeze(0)
+        for index in range(self.n):
+            item = load(index)
+            if not isinstance(item, BadSample):
+                return torch.as_tensor(item[0]).unsqueeze(0)
+            if not self._skipping():
+                raise BadImageError(item.message())
+        raise BadImageError(f"no image of {getattr(self.dataset, 'info', self.dataset)} can be read")
 
     def max_label(self) -> int | None:
+        labels = getattr(self.dataset, "labels", None)  # learngene.data's streaming datasets list them
+        if isinstance(labels, (np.ndarray, torch.Tensor)) and len(labels) == self.n and self.n:
+            return int(labels.max())
         return None  # unknown without a full pass; cross_entropy will complain if out of range
+
+    def _get_loader(self) -> DataLoader:
+        if self._loader is None or self.num_workers == 0:
+            # Its own generator: the DataLoader draws its workers' base seed from it instead of
+            # from the global torch RNG, which must stay reserved for dropout / drop-path.
+            self._loader = DataLoader(
+                _SeededItems(self.dataset),
+                batch_sampler=self._sampler,
+                num_workers=self.num_workers,
+                collate_fn=_collate_good,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.num_workers > 0,
+                generator=torch.Generator().manual_seed(0),
+            )
+        return self._loader
 
     def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
                 worker_seed: int = 0) -> Iterator[Batch]:
-        # Its own generator: the DataLoader draws its workers' base seed from it instead of
-        # from the global torch RNG, which must stay reserved for dropout / drop-path.
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=[idx.tolist() for idx in index_lists],
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=False,
-            generator=torch.Generator().manual_seed(worker_seed),
-        )
-        for x, y in loader:
+        self._sampler.batches = [[(i, sample_seed(worker_seed, i)) for i in idx.tolist()] for idx in index_lists]
+        skipped: list[BadSample] = []
+        for x, y, bad in self._get_loader():
+            if bad:
+                if not self._skipping():
+                    raise BadImageError(bad[0].message())
+                skipped += bad
+            if x is None:
+                continue
             x = torch.as_tensor(x).float()
             if self.augment is not None and aug_gen is not None:
                 x = self.augment(x, aug_gen)
             yield x, torch.as_tensor(y).long()
+        if skipped:
+            self.skipped += len(skipped)
+            info = getattr(self.dataset, "info", None)
+            warn_skipped(len(skipped), skipped, f"{getattr(info, 'name', type(self.dataset).__name__)} in this pass")
 
 
 def as_source(data: object, *, num_workers: int = 0, pin_memory: bool = False,
