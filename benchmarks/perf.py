@@ -201,7 +201,7 @@ def training_part(args, device: torch.device, matmul: dict | None, *, distill: b
 
     def prepared():
         model = copy.deepcopy(base).to(device)
-        return torch.compile(model) if args.compile else model
+        return torch.compile(model, dynamic=False) if args.compile else model  # as fit compiles
 
     def run_bare(seed):
         model = prepared()
