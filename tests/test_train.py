@@ -362,6 +362,30 @@ def test_plain_module_and_exact_flops():
     assert r.history[-1]["train_acc"] > r.history[0]["train_acc"]
 
 
+def test_flop_counts_are_memoised_by_structure(monkeypatch):
+    """A second model of the same structure reuses the count (no counting pass); a model that
+    differs only in a setting that changes FLOPs (timm's mlp_ratio changes shapes; the input size
+    changes tokens) is counted afresh, and the cached count equals a fresh one."""
+    from learngene.train import flops
+
+    monkeypatch.setattr(flops, "_COUNTS", type(flops._COUNTS)())
+    calls = []
+    real = flops._counted
+    monkeypatch.setattr(flops, "_counted", lambda m, x: calls.append(x.shape[0]) or real(m, x))
+    vit = lambda seed=0, img=8, mlp_ratio=4.0: (torch.manual_seed(seed), VisionTransformer(  # noqa: E731
+        img_size=img, patch_size=4, in_chans=1, embed_dim=16, depth=2, num_heads=2, num_classes=K,
+        mlp_ratio=mlp_ratio))[1]
+    sample = torch.randn(1, 1, 8, 8)
+    first = flops.count_forward(vit(0), sample)
+    assert len(calls) == 2  # batch 1 and batch 2
+    again = flops.count_forward(vit(1), sample)  # other weights, same structure
+    assert len(calls) == 2 and again[:2] == first[:2] and again[2].shape == (1, K)
+    assert flops.count_forward(vit(mlp_ratio=2.0), sample)[0] < first[0] and len(calls) == 4
+    assert flops.count_forward(vit(img=16), torch.randn(1, 1, 16, 16))[0] > first[0] and len(calls) == 6
+    flops._COUNTS.clear()
+    assert flops.count_forward(vit(0), sample)[:2] == first[:2] and len(calls) == 8
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager():
     """TrainConfig.compile runs the training step through torch.compile (inductor) and trains the
