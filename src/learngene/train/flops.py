@@ -37,10 +37,18 @@ _COUNTS_MAX = 256
 
 
 def _structure_key(model: nn.Module, x: torch.Tensor) -> str:
-    """Everything a forward's FLOP count depends on: module classes and settings (``repr``),
-    parameter and buffer shapes and dtypes, the input's shape and dtype."""
+    """Everything a forward's FLOP count depends on: module classes and settings (each module's
+    ``extra_repr``, what ``repr`` prints), parameter and buffer shapes and dtypes, the input's
+    shape and dtype. A module whose ``extra_repr`` fails (the parameter-less timm template of a
+    ComputedViT: a Conv2d without its bias attribute) adds its name and class only."""
     h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n".encode())
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
+    for name, m in model.named_modules():
+        try:
+            settings = m.extra_repr()
+        except AttributeError:
+            settings = "?"
+        h.update(f"{name}:{type(m).__module__}.{type(m).__qualname__}({settings})\n".encode())
     for name, t in (*model.named_parameters(), *model.named_buffers()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
     h.update(f"input:{tuple(x.shape)}:{x.dtype}".encode())
