@@ -93,6 +93,8 @@ METHODS = [
          fresh=(QKV_PROJ, HEAD)),
     Case("tleg", dict(aux_depth=4, lr=2e-3, **TRAIN), dict(depth=3), data="images"),
     Case("tleg", dict(aux_depth=4, lr=2e-3, **TRAIN), dict(depth=5, num_classes=7), data="images", fresh=(HEAD,)),
+    # narrower than the learngene (2 heads of 16 from 3, MLP 128 from 192): head-aware selection
+    Case("tleg", dict(aux_depth=4, lr=2e-3, **TRAIN), dict(depth=2, embed_dim=32, num_heads=2), data="images"),
     # 2 heads of 16 from the 3 of the auxiliary model: whole template blocks; that size's scalers trained
     Case("wave", dict(lr=2e-3, sizes=[[2, 32, 2]], scaler_samples=32, **TRAIN), dict(depth=2, embed_dim=32, num_heads=2),
          data="images"),
@@ -114,6 +116,8 @@ METHODS = [
     # stages 1, 2, 1: depth 3 gives one layer per stage, depth 6 adds to the smallest (earliest) stages
     Case("sws", dict(stages=[1, 2, 1], lr=2e-3, **TRAIN), dict(depth=3), data="images"),
     Case("sws", dict(stages=[1, 2, 1], lr=2e-3, **TRAIN), dict(depth=6, num_classes=7), data="images", fresh=(HEAD,)),
+    # narrower than the learngene by tleg's rule (2 heads of 16 from 3, MLP 128 from 192); stages 2, 2, 1
+    Case("sws", dict(stages=[1, 2, 1], lr=2e-3, **TRAIN), dict(depth=5, embed_dim=32, num_heads=2), data="images"),
     Case("mm-lg", dict(num_layers=2, batch_size=16), dict(depth=3, num_classes=7), data="captions",
          descendant="clip", fresh=(HEAD,)),
 ]

@@ -12,6 +12,7 @@ import learngene.methods.sws  # noqa: F401  (registers the method)
 from learngene import Learngene
 from learngene.arch import arch_of
 from learngene.errors import ArtifactError, ConfigError
+from learngene.methods._narrow import spaced
 from learngene.methods.sws import SwsAuxiliary, SwsConfig, layer_stages, stage_sizes
 from learngene.methods.sws.method import init_tensors, sws_arch
 from learngene.registry import config_to_dict
@@ -211,9 +212,40 @@ def test_descendant_is_avg_pooled_and_takes_head_only_for_same_labels(tiny_ances
     assert big.pos_embed.shape == (1, 64, 48) and big(torch.randn(1, 3, 56, 56)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("shape", [dict(embed_dim=24, num_heads=3), dict(num_heads=4), dict(mlp_ratio=2.0)])
-def test_width_must_be_the_ancestrys(tiny_ancestry, shape):
-    with pytest.raises(ConfigError, match="must be the ancestry's"):
+def test_narrower_descendant_takes_whole_heads_of_its_stage_blocks(tiny_ancestry):
+    """TLEG's width rule (``methods._narrow``): evenly spaced whole heads, then dims within heads,
+    the same slices for every layer of a stage."""
+    gene = random_gene(tiny_ancestry)
+    res, dims, hidden = spaced(48, 24), spaced(16, 12), spaced(192, 96)
+    child = gene.expand(depth=7, embed_dim=24, num_heads=2, mlp_ratio=4.0, seed=0)  # 2 heads of 12, MLP 96
+    assert child(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    kid = to_stack(child)
+    for layer, s in enumerate(layer_stages(stage_sizes(REFERENCE, 7))):
+        block = stage_block(gene, s)
+        for key in ("q.weight", "k.weight", "v.weight"):
+            assert torch.equal(kid.blocks[layer][key], block[key][[0, 2]][:, dims][:, :, res]), (layer, key)
+        assert torch.equal(kid.blocks[layer]["proj.weight"], block["proj.weight"][res][:, [0, 2]][:, :, dims])
+        assert torch.equal(kid.blocks[layer]["fc1.weight"], block["fc1.weight"][hidden][:, res])
+        assert torch.equal(kid.blocks[layer]["fc2.weight"], block["fc2.weight"][res][:, hidden])
+        assert torch.equal(kid.blocks[layer]["norm1.weight"], block["norm1.weight"][res])
+    assert torch.equal(kid.stem["pos_embed"], gene.tensors["stem.pos_embed"][..., res])
+    assert torch.equal(child.fc_norm.weight, gene.tensors["head.norm.weight"][res])
+    assert torch.equal(child.head.weight, gene.tensors["head.head.weight"][:, res])
+    # independent parameters, none sharing the learngene's storage
+    ptrs = [p.untyped_storage().data_ptr() for p in child.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
+    assert not {t.untyped_storage().data_ptr() for t in gene.tensors.values()} & set(ptrs)
+    assert "embed_dim <= 48, num_heads <= 3, head_dim <= 16" in gene.describe_shapes()
+
+
+@pytest.mark.parametrize("shape,match", [
+    (dict(embed_dim=96, num_heads=6), "can only narrow"),
+    (dict(embed_dim=36, num_heads=4), "num_heads is 4 but the learngene has 3"),
+    (dict(embed_dim=48, num_heads=2), "head_dim"),  # 24-dim heads from 16-dim heads
+    (dict(mlp_ratio=5.0), "MLP hidden size"),
+])
+def test_width_can_only_narrow(tiny_ancestry, shape, match):
+    with pytest.raises(ConfigError, match=match):
         random_gene(tiny_ancestry).expand(depth=2, **shape)
 
 

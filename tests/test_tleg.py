@@ -13,7 +13,7 @@ from learngene import Learngene
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods.tleg import TlegAuxiliary, TlegConfig, linear_expand
 from learngene.methods.tleg.method import init_tensors, tleg_arch
-from learngene.methods.tleg.narrow import spaced
+from learngene.methods._narrow import spaced
 from learngene.registry import config_to_dict
 from learngene.stack import to_stack
 from learngene.arch import arch_of

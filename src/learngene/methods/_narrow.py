@@ -1,4 +1,5 @@
-"""Head-aware width selection of a canonical stack (our extension to TLEG, which is depth-only).
+"""Head-aware width selection of a canonical stack: narrower descendants for the depth-only
+methods TLEG and SWS (our extension to both; neither paper makes narrower models).
 
 A narrower descendant (fewer heads, smaller embed_dim, smaller MLP) takes evenly spaced
 slices of the wider stack: the head-aware mode of weight selection (Xu et al., ICLR 2024;
@@ -11,17 +12,17 @@ is used here, so both methods keep the same indices):
   - MLP hidden:       F_d of the F_a units.
 So descendant head h is one head of the source (its q/k/v rows and proj columns), sliced.
 
-NOTE for the lead: weight_selection has the same selection per block but not as a public
-stack-level function; when it gets one, ``narrow_stack`` should become a call to it.
+weight_selection applies the same per-block selection inside its own extraction; it has no
+stack-level function that this module could call.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ...errors import ConfigError
-from ...stack import VitStack
-from .._indices import uniform_indices
+from ..errors import ConfigError
+from ..stack import VitStack
+from ._indices import uniform_indices
 
 
 def spaced(n: int, k: int) -> torch.Tensor:

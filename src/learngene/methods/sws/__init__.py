@@ -3,8 +3,9 @@
 The learngene is one block per stage (plus the stem, final norm and head), learned by
 soft-distilling the ancestry into an auxiliary ViT whose layers share their stage's block
 (the reference's 16 layers in stages of 3, 3, 4, 3, 3). A descendant of any depth splits its
-layers into the same stages and copies each stage's block into them. See ``method.py`` for
-the details and every departure from the reference.
+layers into the same stages and copies each stage's block into them; a narrower descendant
+takes head-aware slices of those copies (TLEG's width rule in this library, ours: SWS grows
+depth only). See ``method.py`` for the details and every departure from the reference.
 """
 
 from ...registry import MethodSpec, register_method
@@ -13,7 +14,8 @@ from .method import SwsAuxiliary, describe_shapes, expand, extract, layer_stages
 
 register_method(MethodSpec(
     name="sws", config_cls=SwsConfig, extract=extract, expand=expand,
-    summary="one block per stage, shared by the stage's layers of a distilled auxiliary ViT (3,3,4,3,3); any depth",
+    summary=("one block per stage, shared by the stage's layers of a distilled auxiliary ViT (3,3,4,3,3); "
+             "any depth, narrower by head-aware selection"),
     needs_data=True, describe_shapes=describe_shapes, validate=validate,
 ))
 

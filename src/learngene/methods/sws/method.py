@@ -58,7 +58,12 @@ Departures from the reference:
   - The teacher is the ancestry, not the paper's LeViT-384.
   - Layer-scale gammas (absent from the reference's DeiT) are shared per stage like the rest,
     starting at the ancestry's ``init_values``.
-  - Depth only, as in the paper: descendants keep the ancestry's width (embed_dim, heads, MLP).
+  - Width (ours; the paper and reference grow depth only): a descendant may be narrower than
+    the ancestry (fewer heads, smaller embed_dim or MLP) by TLEG's rule in this library,
+    head-aware evenly spaced selection of the expanded stack (``methods._narrow.narrow_stack``,
+    weight selection's head-aware rule: whole heads, then dims within heads; descendant
+    head h is a slice of one learngene head). Every layer of a stage takes the same slices
+    of its stage's block, so the layers of a stage still start equal.
   - Weight decay: canonical q/k/v biases are 2-D ([H, hd]); ``SwsAuxiliary.no_weight_decay``
     exempts them with every other non-matrix tensor, so the decay matches the reference's
     (Linear/conv weights only; position embeddings exempt).
@@ -79,10 +84,10 @@ from ...errors import ConfigError
 from ...registry import config_to_dict
 from ...stack import VitStack, from_stack, to_stack
 from ...stack.init import blank_stack
-from .._common import (copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack,
-                       require_same_width, split_holdout, unpack)
+from .._common import copy_head_if_same_labels, distill_from_ancestry, fit_stem, fresh_stack, pack, split_holdout, unpack
 from .._computed import ComputedViT, decay_matrices_only
 from .._indices import uniform_indices
+from .._narrow import narrow_stack
 from .config import SwsConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -250,22 +255,27 @@ def describe_shapes(gene: Artifact) -> str:
     a, stages = gene.ancestry_arch, _stages_of(gene)
     examples = ", ".join(f"{L} -> {stage_sizes(stages, L)}" for L in sorted({len(stages), 12, sum(stages)}))
     return (f"any depth >= 1, split into the {len(stages)} stages of the auxiliary model {stages} "
-            f"(layers per stage: {examples}); the ancestry's width (embed_dim {a.embed_dim}, {a.num_heads} heads); "
+            f"(layers per stage: {examples}); embed_dim <= {a.embed_dim}, num_heads <= {a.num_heads}, "
+            f"head_dim <= {a.head_dim} (narrower by head-aware selection, ours); "
             f"avg pooling, no class token; head kept when num_classes = {a.num_classes}")
 
 
 def expand(gene: Artifact, arch: ViTArch) -> VisionTransformer:
-    """A timm ViT of ``arch.depth`` blocks, each a copy of its stage's learngene block (pooling
-    forced to avg, no class token)."""
+    """A timm ViT of ``arch.depth`` blocks, each a copy of its stage's learngene block, narrowed by
+    head-aware selection when ``arch`` is narrower than the ancestry (pooling forced to avg, no
+    class token)."""
     ancestry = gene.ancestry_arch
     arch = arch.replace(**SWS_HEAD)
-    require_same_width("sws", arch, ancestry)
     target = blank_stack(arch)  # timm-distributed init (by from_stack) for what the learngene does not give
     source = gene_stack(gene.tensors, _stages_of(gene), sws_arch(ancestry, arch.depth))
+    if (target.embed_dim, target.num_heads, target.mlp_hidden) != (source.embed_dim, source.num_heads, source.mlp_hidden):
+        source = narrow_stack(source, target.embed_dim, target.num_heads, target.mlp_hidden)
     if set(source.blocks[0]) != set(target.blocks[0]):
         raise ConfigError(f"the learngene's blocks hold {sorted(source.blocks[0])} but the descendant expects "
                           f"{sorted(target.blocks[0])}: keep the ancestry's qkv_bias and layer-scale (init_values)")
     target.blocks = source.blocks
     target.stem.update(fit_stem(source.stem, source.arch, arch))
     copy_head_if_same_labels(target, source.head, ancestry)
-    return from_stack(target)  # clones: the layers of a stage become independent parameters
+    # the learngene's own tensors (every layer of a stage holds them at full width) are cloned,
+    # narrowed slices go in uncopied: either way the layers become independent parameters
+    return from_stack(target, consume=True, protect=gene.tensors.values())

@@ -9,7 +9,7 @@ from it. See ``method.py`` for the details and every departure from the referenc
 from ...registry import MethodSpec, register_method
 from .config import TlegConfig
 from .method import TlegAuxiliary, describe_shapes, expand, extract, linear_expand, validate
-from .narrow import narrow_stack
+from .._narrow import narrow_stack
 
 register_method(MethodSpec(
     name="tleg", config_cls=TlegConfig, extract=extract, expand=expand,

@@ -49,7 +49,7 @@ Departures from the reference:
     at the ancestry's ``init_values``, theta_B at 0.
   - Width (ours): a descendant may be narrower than the ancestry (fewer heads, smaller
     embed_dim or MLP) by head-aware evenly spaced selection of the expanded tensors
-    (``narrow.narrow_stack``, weight selection's head-aware rule: whole heads, then dims
+    (``methods._narrow.narrow_stack``, weight selection's head-aware rule: whole heads, then dims
     within heads; descendant head h is a slice of one learngene head). TLEG itself only
     varies depth.
   - Weight decay: canonical q/k/v biases are 2-D ([H, hd]); ``TlegAuxiliary.no_weight_decay``
@@ -77,7 +77,7 @@ from .._common import split_holdout, copy_head_if_same_labels, distill_from_ance
 from .._computed import ComputedViT, decay_matrices_only
 from .._linear_expand import linear_expand
 from .config import TlegConfig
-from .narrow import narrow_stack
+from .._narrow import narrow_stack
 
 Tensors = dict[str, torch.Tensor]
 
