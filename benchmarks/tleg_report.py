@@ -29,20 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-COMPARABLE_POINTS = 1.0  # "comparable": within this many top-1 points
-
-
-def verdict(difference_points: float) -> str:
-    if difference_points > COMPARABLE_POINTS:
-        return "better"
-    return "comparable" if difference_points >= -COMPARABLE_POINTS else "worse"
-
-
-def by_method_depth(records: list[dict]) -> dict[tuple[str, str, int], list[dict]]:
-    groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    for r in records:
-        groups[r["method"], r["dataset"], r["depth"]].append(r)
-    return groups
+from _claims import by_method_depth, linear_fit, verdict
+from learngene._io import atomic_write_json
 
 
 def claim_1(fashion: dict) -> dict:
@@ -84,13 +72,6 @@ def claim_2(mini: dict) -> dict:
             "tleg_beats_every_rival": sum((r["tleg_minus_best_rival_points"] or 0) > 0 for r in rows), "cells": len(rows)}
 
 
-def _linear_fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of ys against xs."""
-    n, mx, my = len(xs), mean(xs), mean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs) if n > 1 else 0.0
-    return my - slope * mx, slope
-
-
 def claim_3(fashion: dict) -> dict:
     groups = by_method_depth(fashion["records"])
     depths = sorted({d for (m, _, d) in groups if m == "scratch-2E"})
@@ -105,7 +86,7 @@ def claim_3(fashion: dict) -> dict:
     # model are linear in L (a stem/head part plus L blocks), so the measured per-depth values
     # fix the line; its sum over 1..12 is derived from the measurements, not measured.
     all_depths = list(range(1, 13))
-    line = lambda key: _linear_fit(depths, [prefin[d][key] for d in depths])  # noqa: E731
+    line = lambda key: linear_fit(depths, [prefin[d][key] for d in depths])  # noqa: E731
     (p0, p1), (f0, f1) = line("params"), line("finetune_flops")
     derived_params = sum(p0 + p1 * d for d in all_depths)
     derived_flops = sum(f0 + f1 * d for d in all_depths)
@@ -154,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     x = c3["derived_for_depths_1_to_12"]
     print(f"  derived for depths 1-12: stored {x['stored_params_ratio']:.1f}x fewer, pre-training FLOPs "
           f"{x['pretrain_flops_ratio_auxiliary_only']:.1f}x fewer ({x['pretrain_flops_ratio_with_ancestry']:.1f}x with the ancestry)")
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 
