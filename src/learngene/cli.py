@@ -148,8 +148,9 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
 
     Args:
         method: method name (see `learngene list`).
-        ancestry: run folder, .safetensors/.pth file, preset or timm model name (for methods that
-            condense CLIPs: a CLIP folder from `learngene clip-ancestry`).
+        ancestry: run folder, .safetensors/.pth file (a DeiT release .pth too), preset or timm model
+            name (for methods that condense CLIPs: a folder from `learngene clip-ancestry`, a Hugging
+            Face CLIP folder, or open_clip:MODEL/FILE such as open_clip:ViT-B-32/clip.pt).
         out: learngene folder to write.
         data: dataset the method reads (for methods that need data).
     """
@@ -158,9 +159,10 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
     options = {**nested, **options}
     spec = get_method(method)
     resolved = json.loads(json.dumps(config_to_dict(make_config(spec, options))))  # tuples -> lists, for YAML
-    _require_path(ancestry, "an ancestry folder or weights file",
-                  "train one with `learngene ancestry` (a CLIP: `learngene clip-ancestry`)",
-                  option="--ancestry", bare_names_too=False)
+    if not ancestry.startswith(("open_clip:", "hf:")):  # CLIP sources by scheme: their loader checks the path
+        _require_path(ancestry, "an ancestry folder or weights file",
+                      "train one with `learngene ancestry` (a CLIP: `learngene clip-ancestry`)",
+                      option="--ancestry", bare_names_too=False)
     gene = extract(method, ancestry, data=data, **options)
     path = gene.save(out)
     # after save, which replaces the folder whole

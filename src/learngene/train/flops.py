@@ -36,11 +36,20 @@ _COUNTS: OrderedDict[str, tuple[int, int]] = OrderedDict()  # structure key -> (
 _COUNTS_MAX = 256
 
 
+def _describe(model: nn.Module) -> str:
+    """``repr(model)``; for a model holding parameter-less templates (whose repr reads the
+    parameters removed from them, e.g. LayerNorm's ``bias``), each submodule's name and class."""
+    try:
+        return repr(model)
+    except AttributeError:
+        return "\n".join(f"{name}:{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules())
+
+
 def _structure_key(model: nn.Module, x: torch.Tensor) -> str:
     """Everything a forward's FLOP count depends on: module classes and settings (``repr``),
     parameter and buffer shapes and dtypes, the input's shape and dtype."""
     h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n".encode())
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n{_describe(model)}\n".encode())
     for name, t in (*model.named_parameters(), *model.named_buffers()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
     h.update(f"input:{tuple(x.shape)}:{x.dtype}".encode())
