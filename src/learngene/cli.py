@@ -81,15 +81,18 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
         preset: model preset (see `learngene list`).
         data: dataset name (see `learngene list`).
         out: output folder: model.safetensors, model_config.json, metrics.jsonl, checkpoint.pt.
-        epochs: training epochs (train.epochs).
-        batch_size: global batch size (train.batch_size).
-        lr: peak learning rate (train.lr).
+        epochs: training epochs (train.epochs; default 10).
+        batch_size: images per optimizer step, summed over all processes and accumulation
+            steps (train.batch_size; default 128, or the --config file's train.batch_size).
+        lr: peak learning rate (train.lr; default 1e-3).
         seed: seed of init, data order and augmentation (train.seed).
         depth: override the preset's depth.
         embed_dim: override the preset's width.
         num_heads: override the preset's head count.
         resume: continue from out/checkpoint.pt.
-        augment: random-shift augmentation of training images.
+        augment: augment the training images: a random shift of up to 2 pixels for in-memory
+            datasets, RandomResizedCrop + horizontal flip for streamed image folders; DeiT's
+            RandAugment, random erasing and Mixup/CutMix are the train.* options.
     """
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
@@ -209,15 +212,18 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         model: a model folder (from `expand`/`ancestry`) or a learngene folder (expanded first).
         data: dataset name.
         out: output folder.
-        epochs: training epochs (train.epochs).
-        batch_size: global batch size (train.batch_size).
-        lr: peak learning rate (train.lr).
+        epochs: training epochs (train.epochs; default 10).
+        batch_size: images per optimizer step, summed over all processes and accumulation
+            steps (train.batch_size; default 128, or the --config file's train.batch_size).
+        lr: peak learning rate (train.lr; default 1e-3).
         seed: training seed (and descendant init seed when expanding).
         depth: descendant depth when MODEL is a learngene.
         embed_dim: descendant width when MODEL is a learngene.
         num_heads: descendant heads when MODEL is a learngene.
         resume: continue from out/checkpoint.pt.
-        augment: random-shift augmentation of training images.
+        augment: augment the training images: a random shift of up to 2 pixels for in-memory
+            datasets, RandomResizedCrop + horizontal flip for streamed image folders; DeiT's
+            RandAugment, random erasing and Mixup/CutMix are the train.* options.
     """
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
