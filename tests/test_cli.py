@@ -280,6 +280,6 @@ def test_training_help_says_what_the_options_do_and_their_defaults(capsys, comma
     assert "images per optimizer step" in batch and f"default {defaults.batch_size}" in batch
     assert f"(train.epochs; default {defaults.epochs})" in out
     assert "(train.lr; default 1e-3)" in out and defaults.lr == 1e-3
-    augment = out[out.index("--augment, --no-augment "):out.index("--config FILE.yaml")]
+    augment = out[out.index("--augment, --no-augment "):out.rindex("--config FILE.yaml")]
     assert "random shift of up to 2 pixels" in augment and "RandomResizedCrop" in augment
     assert "(default: False)" in augment
