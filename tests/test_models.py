@@ -87,6 +87,9 @@ def test_preset_and_timm_name_sources():
     model = load_ancestry("deit_tiny_patch16_224", pretrained=False)
     assert model.embed_dim == 192
     assert learngene.arch_of(model).to_dict()["num_heads"] == 3
+    # a name with a weights tag (Weight Selection's ImageNet-21K ViT-S): that tag's classifier
+    tagged = load_ancestry("vit_small_patch16_224.augreg_in21k", pretrained=False)
+    assert (tagged.embed_dim, tagged.num_classes) == (384, 21843)
 
 
 # -- real checkpoint formats, offline: DeiT-shaped models with random weights ---------------

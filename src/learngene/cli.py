@@ -39,13 +39,17 @@ from .train import TrainConfig
 from .version import __version__
 
 
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".json", ".yaml")  # values that name a file
+
+
 def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:
     """Stop with one line naming the argument as given when nothing is at that path.
 
     ``bare_names_too=False``: only where the value looks like a path (a folder separator or a
-    suffix), as ``load_ancestry`` judges it; a bare name may be a preset or a timm model name.
+    weights-file suffix); a bare name may be a preset or a timm model name (with a weights tag
+    such as ``vit_small_patch16_224.augreg_in21k``).
     """
-    looks_like_path = bare_names_too or os.sep in value or bool(Path(value).suffix)
+    looks_like_path = bare_names_too or os.sep in value or Path(value).suffix.lower() in FILE_SUFFIXES
     if looks_like_path and not Path(value).exists():
         raise ConfigError(f"{option + ' ' if option else ''}{value} is not {kind}: it does not exist; {fix}")
 

@@ -66,7 +66,8 @@ def load_ancestry(source: str | os.PathLike | nn.Module, *, preset: str | None =
         ``weights_only=True``); the architecture comes from ``preset`` (+ overrides), or
         is inferred from the tensor shapes when no preset is given;
       - a preset name (``vit-mini``, ``deit-tiny``...): randomly initialised;
-      - a timm model name (``deit_tiny_patch16_224``), pretrained when online.
+      - a timm model name (``deit_tiny_patch16_224``, or with a weights tag such as
+        ``vit_small_patch16_224.augreg_in21k``), pretrained when online or in the local cache.
     """
     if isinstance(source, VisionTransformer):
         return source
@@ -84,9 +85,10 @@ def load_ancestry(source: str | os.PathLike | nn.Module, *, preset: str | None =
         return model
     if text in VIT_PRESETS:
         return create_vit(text, **overrides)
-    if path.suffix or os.sep in text:
+    is_timm_name = bool(timm.list_models(text) or timm.list_models(text, pretrained=True))  # a name, or name.tag
+    if (path.suffix or os.sep in text) and not is_timm_name:
         raise ConfigError(f"ancestry file {text!r} does not exist")
-    if not timm.list_models(text):
+    if not is_timm_name:
         raise ConfigError(f"unknown ancestry {text!r}: give a preset ({list_presets()}), a timm ViT name "
                           "such as deit_tiny_patch16_224, a .safetensors/.pth file, or a run folder")
     kwargs = {k: v for k, v in overrides.items() if v is not None}
