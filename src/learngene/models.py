@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache  # a dependency of timm
 from safetensors.torch import load_file
 from torch import nn
 from timm.models.vision_transformer import VisionTransformer
@@ -136,8 +137,6 @@ def _cached_timm_weights(model: nn.Module) -> Path | None:
     repo = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
     if not repo:
         return None
-    from huggingface_hub import try_to_load_from_cache  # a dependency of timm
-
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo, filename)
         if isinstance(found, str):
