@@ -266,3 +266,20 @@ def test_extract_help_lists_the_methods_options(capsys):
     with pytest.raises(SystemExit):
         main(["extract", "--help"])
     assert "learngene extract METHOD --help" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["ancestry", "finetune"])
+def test_training_help_says_what_the_options_do_and_their_defaults(capsys, command):
+    from learngene.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    defaults = TrainConfig()
+    batch = out[out.index("--batch-size BATCH_SIZE "):out.index("--lr LR ")]
+    assert "images per optimizer step" in batch and f"default {defaults.batch_size}" in batch
+    assert f"(train.epochs; default {defaults.epochs})" in out
+    assert "(train.lr; default 1e-3)" in out and defaults.lr == 1e-3
+    augment = out[out.index("--augment, --no-augment "):out.rindex("--config FILE.yaml")]
+    assert "random shift of up to 2 pixels" in augment and "RandomResizedCrop" in augment
+    assert "(default: False)" in augment

@@ -159,6 +159,44 @@ def test_image_going_bad_mid_run_stops_with_the_file_named_and_the_checkpoint_ke
     assert _no_timing(r_res.history) == _no_timing(r_ref.history)
 
 
+def test_bad_test_image_keeps_the_epochs_checkpoint_and_the_run_resumes(tmp_path):
+    """A test-split image that goes bad stops the run in the epoch's evaluation, after its
+    training: the epoch's checkpoint is on disk (evaluation left null) and resuming from it
+    ends at the uninterrupted run's weights."""
+    from learngene.data import BadImageError
+    from learngene.train import fit
+    from learngene.train.checkpoint import load_checkpoint
+
+    folder, run = make_folder(tmp_path / "images"), tmp_path / "run"
+    train, test = _data(folder)
+    victim = Path(test.files[1])
+    original = victim.read_bytes()
+    calls = [0]
+
+    def corrupt_at_end_of_epoch_2(model, images, labels, logits):
+        calls[0] += 1
+        if calls[0] == 2 * STEPS:  # epoch 2's last step: its evaluation reads the corrupt file
+            victim.write_bytes(b"\xff\xd8\xff not a JPEG after all")
+        return torch.zeros(())
+
+    with pytest.raises(BadImageError, match=victim.name):
+        fit(_model(0), train, test, _cfg(0), out_dir=run, extra_loss=corrupt_at_end_of_epoch_2, progress=False)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * STEPS
+    assert [r["eval_acc"] is None for r in ckpt["history"]] == [False, True]  # epoch 2 trained, not evaluated
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    victim.write_bytes(original)
+    resumed = _model(99)
+    r_res = fit(resumed, *_data(folder), _cfg(0), out_dir=run, resume=True, progress=False)
+    ref = _model(0)
+    r_ref = fit(ref, *_data(folder), _cfg(0), progress=False)
+    _same_weights(ref, resumed)
+    got, want = _no_timing(r_res.history), _no_timing(r_ref.history)
+    assert got[1]["eval_acc"] is None and got[1]["train_loss"] == want[1]["train_loss"]
+    assert got[0] == want[0] and got[2] == want[2]
+
+
 def test_skip_mode_trains_through_a_bad_image_and_warns(tmp_path):
     from learngene.data import BadImageWarning, load_dataset
     from learngene.train import fit

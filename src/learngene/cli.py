@@ -39,13 +39,17 @@ from .train import TrainConfig
 from .version import __version__
 
 
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".json", ".yaml")  # values that name a file
+
+
 def _require_path(value: str, kind: str, fix: str, *, option: str = "", bare_names_too: bool = True) -> None:
     """Stop with one line naming the argument as given when nothing is at that path.
 
     ``bare_names_too=False``: only where the value looks like a path (a folder separator or a
-    suffix), as ``load_ancestry`` judges it; a bare name may be a preset or a timm model name.
+    weights-file suffix); a bare name may be a preset or a timm model name (with a weights tag
+    such as ``vit_small_patch16_224.augreg_in21k``).
     """
-    looks_like_path = bare_names_too or os.sep in value or bool(Path(value).suffix)
+    looks_like_path = bare_names_too or os.sep in value or Path(value).suffix.lower() in FILE_SUFFIXES
     if looks_like_path and not Path(value).exists():
         raise ConfigError(f"{option + ' ' if option else ''}{value} is not {kind}: it does not exist; {fix}")
 
@@ -81,15 +85,18 @@ def cmd_ancestry(*, preset: str = "vit-mini", data: str = "fashion-mnist", out: 
         preset: model preset (see `learngene list`).
         data: dataset name (see `learngene list`).
         out: output folder: model.safetensors, model_config.json, metrics.jsonl, checkpoint.pt.
-        epochs: training epochs (train.epochs).
-        batch_size: global batch size (train.batch_size).
-        lr: peak learning rate (train.lr).
+        epochs: training epochs (train.epochs; default 10).
+        batch_size: images per optimizer step, summed over all processes and accumulation
+            steps (train.batch_size; default 128, or the --config file's train.batch_size).
+        lr: peak learning rate (train.lr; default 1e-3).
         seed: seed of init, data order and augmentation (train.seed).
         depth: override the preset's depth.
         embed_dim: override the preset's width.
         num_heads: override the preset's head count.
         resume: continue from out/checkpoint.pt.
-        augment: random-shift augmentation of training images.
+        augment: augment the training images: a random shift of up to 2 pixels for in-memory
+            datasets, RandomResizedCrop + horizontal flip for streamed image folders; DeiT's
+            RandAugment, random erasing and Mixup/CutMix are the train.* options.
     """
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})
@@ -148,8 +155,9 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
 
     Args:
         method: method name (see `learngene list`).
-        ancestry: run folder, .safetensors/.pth file, preset or timm model name (for methods that
-            condense CLIPs: a CLIP folder from `learngene clip-ancestry`).
+        ancestry: run folder, .safetensors/.pth file (a DeiT release .pth too), preset or timm model
+            name (for methods that condense CLIPs: a folder from `learngene clip-ancestry`, a Hugging
+            Face CLIP folder, or open_clip:MODEL/FILE such as open_clip:ViT-B-32/clip.pt).
         out: learngene folder to write.
         data: dataset the method reads (for methods that need data).
     """
@@ -158,9 +166,10 @@ def cmd_extract(method: str, *, ancestry: str = "runs/ancestry", out: str = "gen
     options = {**nested, **options}
     spec = get_method(method)
     resolved = json.loads(json.dumps(config_to_dict(make_config(spec, options))))  # tuples -> lists, for YAML
-    _require_path(ancestry, "an ancestry folder or weights file",
-                  "train one with `learngene ancestry` (a CLIP: `learngene clip-ancestry`)",
-                  option="--ancestry", bare_names_too=False)
+    if not ancestry.startswith(("open_clip:", "hf:")):  # CLIP sources by scheme: their loader checks the path
+        _require_path(ancestry, "an ancestry folder or weights file",
+                      "train one with `learngene ancestry` (a CLIP: `learngene clip-ancestry`)",
+                      option="--ancestry", bare_names_too=False)
     gene = extract(method, ancestry, data=data, **options)
     path = gene.save(out)
     # after save, which replaces the folder whole
@@ -207,15 +216,18 @@ def cmd_finetune(model: str, *, data: str = "mnist-5k", out: str = "runs/finetun
         model: a model folder (from `expand`/`ancestry`) or a learngene folder (expanded first).
         data: dataset name.
         out: output folder.
-        epochs: training epochs (train.epochs).
-        batch_size: global batch size (train.batch_size).
-        lr: peak learning rate (train.lr).
+        epochs: training epochs (train.epochs; default 10).
+        batch_size: images per optimizer step, summed over all processes and accumulation
+            steps (train.batch_size; default 128, or the --config file's train.batch_size).
+        lr: peak learning rate (train.lr; default 1e-3).
         seed: training seed (and descendant init seed when expanding).
         depth: descendant depth when MODEL is a learngene.
         embed_dim: descendant width when MODEL is a learngene.
         num_heads: descendant heads when MODEL is a learngene.
         resume: continue from out/checkpoint.pt.
-        augment: random-shift augmentation of training images.
+        augment: augment the training images: a random shift of up to 2 pixels for in-memory
+            datasets, RandomResizedCrop + horizontal flip for streamed image folders; DeiT's
+            RandAugment, random erasing and Mixup/CutMix are the train.* options.
     """
     overrides = dict(overrides or {})
     train = overrides.pop("train", {})

@@ -14,7 +14,8 @@ the BPE ids used by the caption corpus are renumbered 2.. in increasing order, 0
 padding and 1 is "unknown". Ordering is kept, so start/end-of-text stay the two largest
 ids and the end-of-text id is ``vocab_size - 1`` (what both CLIP adapters pool). Ours, for
 CPU scale: a 49,408-row embedding would dwarf a width-96 tower; the table is stored with
-the ancestry (``vocab_ids``) so any text is tokenised the same way later.
+the ancestry (``vocab_ids``) so any text is tokenised the same way later. A pretrained CLIP
+with the 49,408-token table takes the BPE ids unchanged (``CaptionTokenizer.full``).
 """
 
 from __future__ import annotations
@@ -54,17 +55,30 @@ def _bpe(texts: Sequence[str], context_length: int) -> torch.Tensor:
 
 class CaptionTokenizer:
     """open_clip BPE + a compact vocabulary (see the module docstring). ``vocab_ids`` [V-2] are
-    the BPE ids kept, increasing; compact id = 2 + position, pad 0, unknown 1."""
+    the BPE ids kept, increasing; compact id = 2 + position, pad 0, unknown 1.
 
-    def __init__(self, vocab_ids: Sequence[int], context_length: int):
+    ``vocab_ids=None``: the whole BPE vocabulary, ids unchanged (``full``), the tokenizer of a
+    pretrained CLIP with open_clip's / OpenAI's 49,408-token table (end-of-text 49407, the last id).
+    """
+
+    def __init__(self, vocab_ids: Sequence[int] | None, context_length: int):
+        self.context_length = int(context_length)
+        if vocab_ids is None:
+            self.vocab_ids = None
+            self.lookup = None
+            return
         ids = sorted(int(i) for i in vocab_ids)
         if not ids or ids[-1] != OPEN_CLIP_VOCAB - 1 or PAD_ID in ids:
             raise ConfigError("vocab_ids must hold the end-of-text id 49407 and not the padding id 0")
         self.vocab_ids = ids
-        self.context_length = int(context_length)
         self.lookup = torch.full((OPEN_CLIP_VOCAB,), UNK_ID, dtype=torch.long)
         self.lookup[torch.tensor(ids)] = torch.arange(2, 2 + len(ids))
         self.lookup[PAD_ID] = PAD_ID
+
+    @classmethod
+    def full(cls, context_length: int = 77) -> "CaptionTokenizer":
+        """The whole BPE vocabulary (a pretrained CLIP's), ids as open_clip.tokenize gives them."""
+        return cls(None, context_length)
 
     @classmethod
     def fit(cls, corpus: Sequence[str], context_length: int = 16) -> "CaptionTokenizer":
@@ -74,15 +88,17 @@ class CaptionTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return 2 + len(self.vocab_ids)
+        return OPEN_CLIP_VOCAB if self.vocab_ids is None else 2 + len(self.vocab_ids)
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> compact token ids [N, context_length] int64."""
-        return self.lookup[_bpe(texts, self.context_length)]
+        """Texts -> token ids [N, context_length] int64 (compact ids, or BPE ids when full)."""
+        ids = _bpe(texts, self.context_length)
+        return ids if self.lookup is None else self.lookup[ids]
 
     def to_dict(self) -> dict:
-        """What is stored with an ancestry or a learngene (JSON): the BPE ids kept and the length."""
-        return {"vocab_ids": list(self.vocab_ids), "context_length": self.context_length}
+        """What is stored with an ancestry or a learngene (JSON): the BPE ids kept (null: all) and the length."""
+        return {"vocab_ids": None if self.vocab_ids is None else list(self.vocab_ids),
+                "context_length": self.context_length}
 
     @classmethod
     def from_dict(cls, values: dict) -> "CaptionTokenizer":

@@ -13,11 +13,11 @@ from torch import nn
 
 from .._io import atomic_save_safetensors, atomic_write_json
 from ..arch import ViTArch
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..stack import from_stack
 from ..stack.init import blank_stack
 from ..train import fit
-from .data import CaptionPairs, CaptionTokenizer
+from .data import OPEN_CLIP_VOCAB, CaptionPairs, CaptionTokenizer
 from .hf_adapter import hf_to_stack
 from .loss import ContrastiveClip, contrastive_loss_fn
 from .open_clip_adapter import build_open_clip, open_clip_to_stack, stack_to_open_clip
@@ -116,22 +116,81 @@ def save_clip_ancestry(stack: ClipStack, tokenizer: CaptionTokenizer, folder: st
     return folder
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_hf_clip_folder(path: str | Path) -> bool:
+    """A Hugging Face CLIP folder (``CLIPModel.save_pretrained``: config.json of model_type clip)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == "clip"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _pretrained_tokenizer(stack: ClipStack) -> CaptionTokenizer | None:
+    """The full BPE tokenizer for a CLIP with open_clip's / OpenAI's 49,408-token table; None otherwise."""
+    text = stack.arch["text"]
+    return CaptionTokenizer.full(text["context_length"]) if text["vocab_size"] == OPEN_CLIP_VOCAB else None
+
+
+def _open_clip_from(spec: str) -> nn.Module:
+    """``open_clip:<model>[/<pretrained tag or weights file>]`` -> an open_clip model (weights_only for files)."""
+    import open_clip
+
+    name, _, pretrained = spec.partition("/")
+    looks_like_file = pretrained.lower().endswith(WEIGHT_SUFFIXES) or "/" in pretrained
+    if looks_like_file and not Path(pretrained).is_file():
+        raise ConfigError(f"open_clip weights file {pretrained!r} does not exist")
+    if name not in open_clip.list_models():
+        raise ConfigError(f"unknown open_clip model {name!r}: give one of open_clip.list_models() "
+                          "(such as ViT-B-32, or ViT-B-32-quickgelu for OpenAI's weights)")
+    try:
+        return open_clip.create_model(name, pretrained=pretrained or None)
+    except Exception as e:  # a file of another architecture, a tag that cannot be fetched offline
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        fix = ("the file must hold this model's state dict" if looks_like_file else
+               "offline, download the weights elsewhere and pass open_clip:<model>/<file>")
+        raise ArtifactError(f"cannot load open_clip {spec!r}: {type(e).__name__}: {first[:300]}; {fix}") from None
+
+
+def _hf_clip_from(source: str) -> nn.Module:
+    """``CLIPModel.from_pretrained``: a local folder offline, a Hub repo id online."""
+    from transformers import CLIPModel
+
+    local = Path(source).is_dir()
+    try:
+        return CLIPModel.from_pretrained(source, local_files_only=local)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ArtifactError(f"cannot load a Hugging Face CLIP from {source!r}: {type(e).__name__}: {first[:300]}; "
+                            "pass a folder written by CLIPModel.save_pretrained") from None
+
+
 def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]:
     """A CLIP ancestry as (canonical stack, tokenizer or None) from:
 
     - an ``open_clip.CLIP`` or ``transformers.CLIPModel`` instance;
     - a folder written by ``save_clip_ancestry`` (local files, offline);
-    - ``"open_clip:<model>/<pretrained>"`` (e.g. ``open_clip:ViT-B-32/openai``, online) or
-      ``"hf:<repo id or local folder>"`` (``CLIPModel.from_pretrained``; online unless local).
-    Pretrained models use the full BPE vocabulary (tokenizer None: use open_clip.tokenize).
+    - a Hugging Face CLIP folder (``CLIPModel.save_pretrained``: config.json + weights; offline);
+    - ``"open_clip:<model>/<pretrained>"``: ``<pretrained>`` a tag (``open_clip:ViT-B-32/openai``,
+      online) or a local weights file (``open_clip:ViT-B-32/clip.pt``, a state dict or open_clip's
+      training checkpoint, read with ``weights_only=True``; the model name gives the architecture);
+    - ``"hf:<repo id or local folder>"`` (``CLIPModel.from_pretrained``; online unless local).
+    Pretrained models with the 49,408-token BPE table get the full BPE tokenizer
+    (``CaptionTokenizer.full``); other vocabularies None (tokenise captions for them yourself).
     """
     if isinstance(source, nn.Module):
         if type(source).__name__ == "CLIPModel":
-            return hf_to_stack(source), None
-        if hasattr(source, "visual") and hasattr(source, "transformer"):  # open_clip.CLIP's two towers
-            return open_clip_to_stack(source), None
-        raise ConfigError(f"a CLIP ancestry has an image and a text tower; got a {type(source).__name__}. Pass an "
-                          "open_clip.CLIP or transformers.CLIPModel, or a folder of `learngene clip-ancestry`")
+            stack = hf_to_stack(source)
+        elif hasattr(source, "visual") and hasattr(source, "transformer"):  # open_clip.CLIP's two towers
+            stack = open_clip_to_stack(source)
+        else:
+            raise ConfigError(f"a CLIP ancestry has an image and a text tower; got a {type(source).__name__}. Pass an "
+                              "open_clip.CLIP or transformers.CLIPModel, or a folder of `learngene clip-ancestry`")
+        return stack, _pretrained_tokenizer(stack)
     if isinstance(source, (str, Path)) and is_clip_folder(source):
         from safetensors.torch import load_file
 
@@ -140,18 +199,17 @@ def load_clip_ancestry(source: Any) -> tuple[ClipStack, CaptionTokenizer | None]
         model = build_open_clip(arch)
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
         return open_clip_to_stack(model), CaptionTokenizer.from_dict(json.loads((folder / "tokenizer.json").read_text()))
+    if isinstance(source, (str, Path)) and is_hf_clip_folder(source):
+        return load_clip_ancestry(_hf_clip_from(str(source)))
     if isinstance(source, str) and source.startswith("open_clip:"):
-        import open_clip
-
-        name, _, pretrained = source.removeprefix("open_clip:").partition("/")
-        model = open_clip.create_model(name, pretrained=pretrained or None)
-        return open_clip_to_stack(model), None
+        return load_clip_ancestry(_open_clip_from(source.removeprefix("open_clip:")))
     if isinstance(source, str) and source.startswith("hf:"):
-        from transformers import CLIPModel
-
-        return hf_to_stack(CLIPModel.from_pretrained(source.removeprefix("hf:"))), None
-    raise ConfigError(f"cannot load a CLIP ancestry from {source!r}: pass a model, a folder with clip_arch.json, "
-                      "'open_clip:<model>/<pretrained>' or 'hf:<repo or folder>'")
+        return load_clip_ancestry(_hf_clip_from(source.removeprefix("hf:")))
+    if isinstance(source, (str, Path)) and str(source).lower().endswith(WEIGHT_SUFFIXES) and Path(source).is_file():
+        raise ConfigError(f"{source} is a weights file: a CLIP's architecture is not in its weights, so name the "
+                          f"open_clip model it belongs to: open_clip:ViT-B-32/{source}")
+    raise ConfigError(f"cannot load a CLIP ancestry from {source!r}: pass a folder of `learngene clip-ancestry`, a "
+                      "Hugging Face CLIP folder, 'open_clip:<model>/<tag or weights file>' or 'hf:<repo or folder>'")
 
 
 # -- the image tower as a timm classifier -------------------------------------------------

@@ -495,23 +495,9 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             "flops_so_far": flops_per_train_sample * samples_seen + flops_per_rank_step * step * world,
             "wall_time": None,
         }
-        if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, precision=path.amp, info=info,
-                                  loss_fn=loss_fn)
-            record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
-            if ema is not None:
-                ev = _evaluate_source(ema.module, eval_src, batch_size=local_bs, device=device, precision=path.amp,
-                                      info=info, loss_fn=loss_fn)
-                record["eval_loss_ema"], record["eval_acc_ema"] = ev["loss"], ev["acc"]
-        record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
-        history.append(record)
-        if plain_lines:
-            print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
-        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
-                 " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
-        if write:
-            if cfg.checkpoint:  # checkpoint first: metrics.jsonl never runs ahead of it for long
+        def save_epoch() -> None:
+            if cfg.checkpoint:
                 save_checkpoint(ckpt_path, {
                     "epoch": epoch + 1, "step": step, "samples_seen": samples_seen,
                     "wall_time_s": record["wall_time"], "world_size": world, "steps_per_epoch": steps_per_epoch,
@@ -521,6 +507,37 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
                     "rng": capture_rng({"augment": aug_gen}, data_order_seed=order_seed(cfg.seed, epoch + 1)),
                 })
             atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+        if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            try:
+                ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, precision=path.amp,
+                                      info=info, loss_fn=loss_fn)
+                record["eval_loss"], record["eval_acc"] = ev["loss"], ev["acc"]
+                if ema is not None:
+                    ev = _evaluate_source(ema.module, eval_src, batch_size=local_bs, device=device,
+                                          precision=path.amp, info=info, loss_fn=loss_fn)
+                    record["eval_loss_ema"], record["eval_acc_ema"] = ev["loss"], ev["acc"]
+            except BaseException:
+                # An evaluation that fails (a bad test image, an interrupt) keeps the epoch's
+                # training: its checkpoint is written with the epoch's evaluation left null,
+                # and a resumed run goes on from the next epoch.
+                if write:
+                    record["eval_loss"] = record["eval_acc"] = None
+                    record.pop("eval_loss_ema", None)
+                    record.pop("eval_acc_ema", None)
+                    record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
+                    history.append(record)
+                    save_epoch()
+                raise
+        record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
+        history.append(record)
+        if plain_lines:
+            print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+
+        if write:  # the checkpoint first: metrics.jsonl never runs ahead of it for long
+            save_epoch()
 
     # ---- result ------------------------------------------------------------------------
     last = history[-1] if history else {}

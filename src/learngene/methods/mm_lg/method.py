@@ -184,16 +184,16 @@ def expand(gene: Artifact, arch: ViTArch, class_embeddings: torch.Tensor | None 
 def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Artifact:
     """The registry's entry (``learngene.extract("mm-lg", ...)``, ``learngene extract mm-lg``):
     ``ancestry`` is any CLIP source ``load_clip_ancestry`` reads (a folder of ``learngene
-    clip-ancestry``, a model, 'open_clip:...', 'hf:...'); ``data`` a dataset name, captioned with
-    the ancestry's own tokenizer, or ``CaptionPairs``."""
+    clip-ancestry``, a Hugging Face CLIP folder, a model, 'open_clip:...', 'hf:...'); ``data`` a
+    dataset name, captioned with the ancestry's own tokenizer at its image size, or ``CaptionPairs``."""
     stack, tokenizer = load_clip_ancestry(ancestry)
     if isinstance(data, CaptionPairs):
         pairs = data
     elif isinstance(data, str):
         if tokenizer is None:
-            raise ConfigError("this CLIP ancestry has no compact tokenizer (a pretrained CLIP): pass caption pairs "
+            raise ConfigError("this CLIP ancestry's vocabulary is not the 49,408-token BPE table: pass caption pairs "
                               "tokenised for it, data=CaptionPairs(...), through the Python API")
-        pairs = load_caption_pairs(data, "train", tokenizer)
+        pairs = load_caption_pairs(data, "train", tokenizer, image_size=stack.arch["image"]["image_size"])
     else:
         raise ConfigError(f"mm-lg condenses on image-caption pairs: pass data='fashion-mnist' (a dataset name) "
                           f"or CaptionPairs, got {type(data).__name__}")
@@ -201,7 +201,8 @@ def extract(ancestry: Any, config: MmlgConfig, data: Any = None) -> Artifact:
 
 
 def gene_tokenizer(gene: Artifact):
-    """The compact tokenizer the learngene's ancestry used (None for a pretrained-vocabulary CLIP)."""
+    """The tokenizer the learngene's ancestry used (compact, or the full BPE table of a pretrained CLIP);
+    None for a learngene condensed on caption pairs given through the Python API for another vocabulary."""
     values = gene.provenance.get("tokenizer")
     return CaptionTokenizer.from_dict(values) if values else None
 
