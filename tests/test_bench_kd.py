@@ -128,3 +128,16 @@ def test_cache_key_follows_the_teacher(tmp_path):
 def test_bad_teacher_is_a_one_line_config_error(tmp_path, methods, message):
     with pytest.raises(ConfigError, match="^[^\n]*" + re.escape(message)):
         load_suite(str(write_suite(tmp_path / "bad.yaml", methods=methods)))
+
+
+def test_a_skipped_teacher_skips_the_kd_cell_with_its_reason(tmp_path):
+    from learngene.bench.run import train_cell
+
+    suite = load_suite(str(write_suite(tmp_path / "s.yaml")))
+    arch = learngene.ViTArch(depth=2, embed_dim=48, num_heads=3)
+    (cell,) = plan_cells(suite, "anc", arch, methods=["kd"], datasets=["digits"], seeds=[0])[0][:1]
+    teacher = {"cell": cell.teacher.key, "label": "pretrain-finetune", "status": "skipped",
+               "reason": "pretrain-finetune can only rebuild the ancestry"}
+    record = train_cell(cell, None, None, None, suite.finetune_config(0, cell.entry), {}, teacher=teacher)
+    assert record["status"] == "skipped" and record["teacher"]["cell"] == cell.teacher.key
+    assert record["reason"] == "its teacher cell (pretrain-finetune) was skipped: " + teacher["reason"]
