@@ -217,8 +217,10 @@ def results_markdown(results: dict[str, Any]) -> str:
                   "fine-tuning (below, per run) is not in them.", "",
                   "| method | dataset | depth | teacher | teacher top-1 | teacher fine-tune FLOPs |",
                   "|---|---|---:|---|---:|---:|"]
-        lines += [f"| {r['method']} | {r['dataset']} | {r['depth']} | {r['teacher']['label']} "
-                  f"| {100 * r['teacher']['top1_mean']:.1f} | {r['teacher']['finetune_flops']:.3g} |" for r in distilled]
+        for r in distilled:
+            t = r["teacher"]
+            lines.append(f"| {r['method']} | {r['dataset']} | {r['depth']} | {t['label']} "
+                         f"| {100 * t['top1_mean']:.1f} | {t['finetune_flops']:.3g} |")
         lines.append("")
     if results["skipped"]:
         lines += ["## Skipped", ""]
