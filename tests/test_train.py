@@ -306,6 +306,23 @@ def test_schedule_warmup_end_and_final_step():
     assert lr_at(0, lr=1e-3, min_lr=0.0, warmup_steps=0, total_steps=5) == pytest.approx(1e-3)
 
 
+def test_max_steps_cuts_the_run_short_and_ends_the_schedule_there(tmp_path):
+    train, test = make_data(100, seed=0), make_data(40, seed=1)  # 6 steps per epoch of 16
+    full = fit(make_model(0), train, test, cfg(epochs=3), progress=False)
+    cut = fit(make_model(0), train, test, cfg(epochs=3, max_steps=8, warmup_epochs=0.5), out_dir=tmp_path,
+              progress=False)
+    assert full.steps == 18 and cut.steps == 8
+    assert cut.samples_seen == 8 * 16 and len(cut.history) == 2  # epoch 2 cut after 2 of its 6 steps
+    assert [h["samples_seen"] for h in cut.history] == [96, 128]
+    assert cut.history[-1]["eval_acc"] is not None  # the cut epoch is still evaluated
+    assert cut.history[-1]["lr"] == pytest.approx(1e-5)  # the cosine ends at the last step run
+    assert cut.train_flops == 3 * cut.forward_flops_per_sample * cut.samples_seen
+    assert "max_steps" not in cfg().key_dict() and cfg(max_steps=8).key_dict()["max_steps"] == 8
+    assert fit(make_model(0), train, None, cfg(epochs=3, max_steps=100), progress=False).steps == 18
+    with pytest.raises(ConfigError, match="max_steps"):
+        fit(make_model(0), train, None, cfg(epochs=3, max_steps=4, warmup_epochs=1), progress=False)
+
+
 # ---- config --------------------------------------------------------------------------------
 
 
@@ -328,6 +345,7 @@ def test_schedule_warmup_end_and_final_step():
         (dict(eval_every=0), "eval_every"),
         (dict(seed=-1), "seed"),
         (dict(checkpoint="yes"), "checkpoint"),
+        (dict(max_steps=0), "max_steps"),
     ],
 )
 def test_config_validation(kw, field):

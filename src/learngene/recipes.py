@@ -189,9 +189,10 @@ def grow(gene: Learngene, *, shape: Shape = Shape(), num_classes: int | None = N
 def finetune(descendant: Learngene | Descendant | nn.Module, data: Data, config: Any,
              out: str | os.PathLike | None = None, *, shape: Shape = Shape(), seed: int | None = None,
              augment: bool = False, resume: bool = False, progress: bool = True,
-             record: dict[str, Any] | None = None) -> tuple[nn.Module, Any]:
+             record: dict[str, Any] | None = None, teacher: nn.Module | None = None) -> tuple[nn.Module, Any]:
     """Fine-tune a descendant on ``data``'s train split (TrainConfig ``config``), evaluating on
-    its test split. ``descendant`` is
+    its test split; with ``teacher`` (a model of the data's classes) and ``config.distill``
+    soft or hard, distilling from it as well. ``descendant`` is
 
       - a ``Learngene``: grown by ``grow`` at ``shape`` with the data's classes (the ancestry's
         when datasets without ``.info`` are given), seeded with ``seed`` (default ``config.seed``);
@@ -224,7 +225,7 @@ def finetune(descendant: Learngene | Descendant | nn.Module, data: Data, config:
         module, arch = descendant, None
     train, test = _datasets(data, arch, augment)
     out_dir = _run_folder(out, record)
-    result = fit(module, train, test, config, out_dir=out_dir, resume=resume, progress=progress)
+    result = fit(module, train, test, config, out_dir=out_dir, resume=resume, progress=progress, teacher=teacher)
     return (descendant.plain() if isinstance(descendant, Descendant) else module), result
 
 

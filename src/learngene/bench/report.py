@@ -8,7 +8,11 @@ Accounting, per record:
   - ``ancestry_*``: the ancestry's training cost, counted for every learngene that stores
     something derived from it (a learngene storing nothing, e.g. scratch, used no ancestry).
   - ``extract_*``: the learngene's own cost (``provenance["cost"]``, e.g. TLEG's distillation).
-  - ``finetune_*``: the descendant's training cost (``TrainResult``), per run.
+  - ``finetune_*``: the descendant's training cost (``TrainResult``), per run; a distilling
+    cell's includes its teacher's forwards.
+  - ``teacher``: a distilling cell's teacher (its cell key, label, top-1, and its own
+    fine-tuning cost ``finetune_flops``/``finetune_samples``, not in the cell's ``finetune_*``);
+    such a cell counts the ancestry's cost, which its teacher was fine-tuned from.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ def collect_results(suite: Suite, cells_dir: Path, akey: str, arch: ViTArch, anc
                 seen_skips.add((cell.entry.label, cell.dataset, cell.shape))
                 skipped.append({**where, "reason": cell_record["reason"]})
             continue
-        uses_ancestry = cell_record["learngene_params"] > 0
+        uses_ancestry = cell_record["learngene_params"] > 0 or "teacher" in cell_record
         stored = per_shape_params if cell.entry.method in PER_SHAPE_METHODS else cell_record["learngene_params"]
         records.append({
             **where, "method_name": cell.entry.method, "options": cell.entry.options, "seed": cell.seed,
@@ -113,6 +117,7 @@ def collect_results(suite: Suite, cells_dir: Path, akey: str, arch: ViTArch, anc
             "finetune_samples": cell_record["finetune_samples"], "finetune_flops": cell_record["finetune_flops"],
             "wall_time_s": float(cell_record["wall_time_s"]), "cell": cell.key,
             "command": cell_record["command"], "commit": cell_record["commit"], "machine": cell_record["machine"],
+            **({"teacher": cell_record["teacher"]} if "teacher" in cell_record else {}),
         })
     for label, reason in unavailable.items():
         skipped.append({"method": label, "dataset": None, "depth": None, "embed_dim": None, "num_heads": None,
@@ -164,6 +169,12 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "finetune_samples": sum(r["finetune_samples"] for r in group) // len(group),
             "wall_time_s": sum(r["wall_time_s"] for r in group) / len(group),
         })
+        if "teacher" in first:  # a distilling row: its teachers' own fine-tuning, per run
+            rows[-1]["teacher"] = {
+                "label": first["teacher"]["label"],
+                "top1_mean": sum(r["teacher"]["top1"] for r in group) / len(group),
+                "finetune_flops": sum(r["teacher"]["finetune_flops"] for r in group) / len(group),
+            }
     return rows
 
 
@@ -199,6 +210,18 @@ def results_markdown(results: dict[str, Any]) -> str:
         "store something) plus the learngene's extraction. Fine-tune FLOPs per run.", "",
         markdown_table(results["summary"]), "",
     ]
+    distilled = [r for r in results["summary"] if "teacher" in r]
+    if distilled:
+        lines += ["## Teachers", "",
+                  "A distilling row's fine-tune FLOPs include its teacher's forwards; the teacher's own "
+                  "fine-tuning (below, per run) is not in them.", "",
+                  "| method | dataset | depth | teacher | teacher top-1 | teacher fine-tune FLOPs |",
+                  "|---|---|---:|---|---:|---:|"]
+        for r in distilled:
+            t = r["teacher"]
+            lines.append(f"| {r['method']} | {r['dataset']} | {r['depth']} | {t['label']} "
+                         f"| {100 * t['top1_mean']:.1f} | {t['finetune_flops']:.3g} |")
+        lines.append("")
     if results["skipped"]:
         lines += ["## Skipped", ""]
         for s in results["skipped"]:

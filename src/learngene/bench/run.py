@@ -4,6 +4,11 @@ Each cell is expanded and fine-tuned once; its outcome (trained, or skipped with
 reason when the method cannot make the shape) is written atomically to
 ``<out>/<suite>/cells/<key>.json``, so a run can stop at any point and resume, and a suite
 can be run in parts (``methods=``, ``datasets=``, ``seeds=``).
+
+A distilling entry (``teacher: <label>``) needs its teacher cell's trained model: the teacher
+cells (the ancestry's shape, the same dataset and seed) are trained first, whether selected or
+not, and keep their models in ``<out>/<suite>/models/<key>/``; a teacher cell cached without its
+model is trained again. With ``match_flops`` the distilling cell stops at ``kd_max_steps``.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from ..api import extract, load
 from ..arch import VIT_PRESETS, ViTArch, arch_of
 from ..artifact import CONFIG_NAME
 from ..errors import ConfigError
-from ..models import load_ancestry
+from ..models import load_ancestry, save_model
 from ..recipes import Shape, finetune, grow, load_split, train_ancestry
 from ..train import TrainConfig
+from ..train.flops import count_forward, forward_flops_per_sample
 from .report import collect_results, git_commit, machine_info, markdown_table, write_results
 from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
 
@@ -144,17 +150,34 @@ def _cached(key: tuple, make):
     return _WORKER_CACHE[key]
 
 
-def _run_cell(job: tuple, suite: Suite, arch: ViTArch, provenance: dict[str, Any]) -> tuple:
+@dataclass(frozen=True)
+class Job:
+    index: int | str                          # the cell's place in the run ("teacher" for one outside it)
+    cell: Cell
+    gene_path: Path
+    record_path: Path
+    model_dir: Path | None = None             # keep the trained model here (a teacher cell)
+    teacher_dir: Path | None = None           # the teacher cell's model (a distilling cell)
+    teacher_record: Path | None = None        # the teacher cell's record
+
+
+def _run_cell(job: Job, suite: Suite, arch: ViTArch, provenance: dict[str, Any]) -> tuple:
     """Train one cell and write its record atomically; returns (index, cell, record)."""
-    i, cell, gene_path, record_path = job
-    gene = _cached(("gene", str(gene_path)), lambda: load(gene_path))
+    cell = job.cell
+    gene = _cached(("gene", str(job.gene_path)), lambda: load(job.gene_path))
     train = _cached(("data", cell.dataset, "train", arch.side, arch.in_chans),
                     lambda: load_split(cell.dataset, arch, "train"))
     test = _cached(("data", cell.dataset, "test", arch.side, arch.in_chans),
                    lambda: load_split(cell.dataset, arch, "test"))
-    record = train_cell(cell, gene, train, test, suite.finetune_config(cell.seed, cell.entry), provenance)
-    atomic_write_json(record_path, record)
-    return i, cell, record
+    teacher = None
+    if job.teacher_record is not None:
+        teacher = json.loads(job.teacher_record.read_text())
+        if teacher["status"] == "trained":
+            teacher["model"] = _cached(("teacher", str(job.teacher_dir)), lambda: load_ancestry(job.teacher_dir))
+    record = train_cell(cell, gene, train, test, suite.finetune_config(cell.seed, cell.entry), provenance,
+                        teacher=teacher, model_dir=job.model_dir)
+    atomic_write_json(job.record_path, record)
+    return job.index, cell, record
 
 
 def _init_worker(threads: int) -> None:
@@ -163,7 +186,7 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_cells(jobs: list[tuple], suite: Suite, arch: ViTArch, provenance: dict[str, Any], workers: int):
+def _train_cells(jobs: list[Job], suite: Suite, arch: ViTArch, provenance: dict[str, Any], workers: int):
     """Yield (index, cell, record) as cells finish. ``workers`` > 1: that many processes, the
     torch threads split between them (on a few cores, one small model per core beats two
     threads on one model)."""
@@ -184,7 +207,7 @@ def _train_cells(jobs: list[tuple], suite: Suite, arch: ViTArch, provenance: dic
             yield future.result()
 
 
-def _print_cell(i: int, total: int, cell: Cell, record: dict[str, Any], *, cached: bool) -> None:
+def _print_cell(i: int | str, total: int, cell: Cell, record: dict[str, Any], *, cached: bool) -> None:
     where = f"[{i}/{total}] {cell.entry.label:>22s} {cell.dataset:>10s} {_shape_text(cell.shape)} seed {cell.seed}"
     note = " (cached)" if cached else ""
     if record["status"] == "skipped":
@@ -193,9 +216,39 @@ def _print_cell(i: int, total: int, cell: Cell, record: dict[str, Any], *, cache
         print(f"{where}: top-1 {record['top1']:.3f} {record['wall_time_s']:6.1f} s{note}", flush=True)
 
 
-def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+def kd_max_steps(student: Any, teacher: Any, sample: Any, num_train: int, config: TrainConfig) -> int:
+    """The optimizer steps at which a distilling cell's train FLOPs equal a plain cell's.
+
+    A plain cell of the same shape and recipe takes S = (num_train // batch) x epochs steps at
+    3 f B + 3 c FLOPs each (f: the student's forward FLOPs per sample, c: its per-call part,
+    B: the batch); distilling adds the teacher's forward, t per sample. The distilling cell
+    stops after round(S (3 f B + 3 c) / ((3 f + t) B + 3 c)) steps, so both spend the same
+    training FLOPs (to within one step's).
+    """
+    f, c, _ = count_forward(student, sample)
+    t = forward_flops_per_sample(teacher, sample)
+    b = config.batch_size
+    return max(1, round(_plain_steps(num_train, config) * (3 * f * b + 3 * c) / ((3 * f + t) * b + 3 * c)))
+
+
+def _plain_steps(num_train: int, config: TrainConfig) -> int:
+    steps = (num_train // config.batch_size) * config.epochs
+    return steps if config.max_steps is None else min(steps, config.max_steps)
+
+
+def _matched_config(config: TrainConfig, max_steps: int, num_train: int) -> TrainConfig:
+    """``config`` cut at ``max_steps``, its warmup shortened in proportion (the schedule keeps its shape)."""
+    plain_steps = _plain_steps(num_train, config)
+    return TrainConfig.from_dict({**config.to_dict(), "max_steps": max_steps,
+                                  "warmup_epochs": config.warmup_epochs * max_steps / plain_steps})
+
+
+def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, provenance: dict[str, Any], *,
+               teacher: dict[str, Any] | None = None, model_dir: Path | None = None) -> dict[str, Any]:
     """Expand and fine-tune one cell with TrainConfig ``config``; a shape the method cannot make
-    is a 'skipped' record with the reason."""
+    is a 'skipped' record with the reason. ``teacher``: a distilling cell's teacher record, with
+    its trained model under "model" (absent when the teacher cell was skipped); ``model_dir``:
+    keep the trained model there (a teacher cell's)."""
     depth, embed_dim, num_heads = cell.shape
     record: dict[str, Any] = {
         "cell": cell.key, "method_name": cell.entry.method, "label": cell.entry.label,
@@ -203,17 +256,33 @@ def train_cell(cell: Cell, gene: Any, train: Any, test: Any, config: Any, proven
         "embed_dim": embed_dim, "num_heads": num_heads, "seed": cell.seed, "finetune": config.to_dict(),
         **provenance,
     }
+    if teacher is not None:
+        record["teacher"] = {"cell": teacher["cell"], "label": teacher["label"], "match_flops": cell.entry.match_flops}
+        if "model" not in teacher:
+            return {**record, "status": "skipped",
+                    "reason": f"its teacher cell ({teacher['label']}) was skipped: {teacher['reason']}"}
     start = time.perf_counter()
     try:
         child = grow(gene, shape=Shape(depth, embed_dim, num_heads), num_classes=train.info.num_classes,
                      seed=cell.seed)
     except ConfigError as e:
         return {**record, "status": "skipped", "reason": str(e)}
-    model, result = finetune(child, (train, test), config, progress=False)  # model: the plain ViT (maps folded)
+    if teacher is not None and cell.entry.match_flops:
+        steps = kd_max_steps(child.module, teacher["model"], train[0][0], len(train), config)
+        config = _matched_config(config, steps, len(train))
+        record["finetune"] = config.to_dict()
+    model, result = finetune(child, (train, test), config, progress=False,  # model: the plain ViT (maps folded)
+                             teacher=None if teacher is None else teacher["model"])
+    if model_dir is not None:
+        save_model(model, model_dir, data=cell.dataset, eval_acc=float(result.eval_acc), cell=cell.key)
     cost = gene.provenance.get("cost", {})
+    if teacher is not None:
+        record["teacher"].update(top1=teacher["top1"], finetune_flops=teacher["finetune_flops"],
+                                 finetune_samples=teacher["finetune_samples"],
+                                 flops_per_sample=int(result.teacher_flops_per_sample), steps=int(result.steps))
     return {
         **record, "status": "trained",
-        "epochs": config.epochs,
+        "epochs": len(result.history),
         "top1": float(result.eval_acc),
         "curve": [float(h["eval_acc"]) for h in result.history if h.get("eval_acc") is not None],
         "params": sum(p.numel() for p in model.parameters()),
@@ -274,18 +343,48 @@ def run_suite(suite: Suite, *, methods: list[str] | None = None, datasets: list[
         skipped += record["status"] == "skipped"
         _print_cell(i, len(cells), cell, record, cached=True)
 
+    # teacher cells of the pending distilling cells: trained first (kept models), unless cached
+    models_dir = out / suite.name / "models"
+    teachers: dict[str, Cell] = {}
+    for _, cell in pending:
+        if cell.teacher is not None:
+            teachers[cell.teacher.key] = cell.teacher
+    pending_keys = {cell.key for _, cell in pending}
+    extra: list[tuple[int | str, Cell]] = []
+    for key, teacher in teachers.items():
+        record_path = cells_dir / f"{key}.json"
+        if key in pending_keys:
+            continue
+        if record_path.is_file() and (json.loads(record_path.read_text())["status"] == "skipped"
+                                      or (models_dir / key / "model_config.json").is_file()):
+            continue
+        note = "cached without its model: training it again" if record_path.is_file() else "training it first"
+        print(f"teacher: {teacher.entry.label} {teacher.dataset} {_shape_text(teacher.shape)} seed {teacher.seed} "
+              f"({note})")
+        extra.append(("teacher", teacher))
+
     # learngenes first, in this process (extraction may itself train, e.g. TLEG's distillation)
     gene_paths: dict[str, Path] = {}
-    for _, cell in pending:
+    for _, cell in pending + extra:
         if cell.gene_key not in gene_paths:
             data_name = cell.entry.extraction_data(suite.ancestry.data, cell.dataset)
             gene_paths[cell.gene_key] = extract_or_reuse_gene(cell.entry, cell.gene_key, ancestry_path,
                                                               data_name, out / "genes")[1]
-    jobs = [(i, cell, gene_paths[cell.gene_key], cells_dir / f"{cell.key}.json") for i, cell in pending]
-    for i, cell, record in _train_cells(jobs, suite, arch, provenance, workers):
-        trained += record["status"] == "trained"
-        skipped += record["status"] == "skipped"
-        _print_cell(i, len(cells), cell, record, cached=False)
+
+    def job(i: int | str, cell: Cell) -> Job:
+        teacher = cell.teacher
+        return Job(i, cell, gene_paths[cell.gene_key], cells_dir / f"{cell.key}.json",
+                   model_dir=models_dir / cell.key if cell.key in teachers else None,
+                   teacher_dir=None if teacher is None else models_dir / teacher.key,
+                   teacher_record=None if teacher is None else cells_dir / f"{teacher.key}.json")
+
+    first = [job(i, cell) for i, cell in extra + [(i, c) for i, c in pending if c.teacher is None]]
+    then = [job(i, cell) for i, cell in pending if cell.teacher is not None]
+    for phase in (first, then):
+        for i, cell, record in _train_cells(phase, suite, arch, provenance, workers):
+            trained += record["status"] == "trained"
+            skipped += record["status"] == "skipped"
+            _print_cell(i, len(cells), cell, record, cached=False)
 
     results = collect_results(suite, cells_dir, akey, arch, ancestry_path, ancestry_meta,
                               seeds=sorted(set(suite.seeds) | set(seeds)), command=command, commit=commit)

@@ -54,6 +54,14 @@ class MethodEntry:
     # fine-tuning overrides for this method only (e.g. {epochs: 6} for scratch at twice the budget,
     # TLEG's claim); the suite's recipe otherwise
     finetune: dict[str, Any] = field(default_factory=dict)
+    # knowledge distillation: the label of another entry whose cell at the ancestry's shape (same
+    # dataset, same seed) is the teacher, e.g. pretrain-finetune (the whole ancestry fine-tuned on
+    # the target); this entry's finetune sets distill: soft or hard. None: no teacher
+    teacher: str | None = None
+    # with a teacher: stop at the step where the cell's train FLOPs (student forward + backward +
+    # the teacher's forward) equal a plain cell's of the same shape and recipe (run.kd_max_steps);
+    # False: the recipe's epochs, the teacher's forwards on top
+    match_flops: bool = True
 
     def extraction_data(self, suite_data: str, dataset: str) -> str:
         return dataset if self.extract_on == "target" else suite_data
@@ -82,7 +90,8 @@ SUITE_KEYS = {"description": False, "ancestry": True, "methods": True, "depths":
               "datasets": True, "finetune": True, "seeds": True, "curve_depth": False}  # key -> required
 ANCESTRY_KEYS = {"preset": False, "data": False, "depth": False, "embed_dim": False, "num_heads": False,
                  "train": False}
-METHOD_KEYS = {"label": False, "method": True, "options": False, "extract_on": False, "finetune": False}
+METHOD_KEYS = {"label": False, "method": True, "options": False, "extract_on": False, "finetune": False,
+               "teacher": False, "match_flops": False}
 EXTRACT_ON = ("ancestry", "target")
 
 
@@ -153,12 +162,20 @@ def load_suite(name_or_path: str) -> Suite:
                               f"got {extract_on!r}")
         if not isinstance(item.get("finetune", {}), dict):
             raise ConfigError(f"{where}: methods[{i}]: finetune must be a mapping of TrainConfig fields")
+        teacher = item.get("teacher")
+        if teacher is not None and not isinstance(teacher, str):
+            raise ConfigError(f"{where}: methods[{i}]: teacher must be the label of another method, got {teacher!r}")
+        if not isinstance(item.get("match_flops", True), bool):
+            raise ConfigError(f"{where}: methods[{i}]: match_flops must be true or false")
         methods.append(MethodEntry(label=str(item.get("label", item["method"])), method=item["method"],
                                    options=dict(item.get("options") or {}), extract_on=extract_on,
-                                   finetune=dict(item.get("finetune") or {})))
+                                   finetune=dict(item.get("finetune") or {}), teacher=teacher,
+                                   match_flops=item.get("match_flops", True)))
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: method labels must be unique, got {labels}")
+    for entry in methods:
+        _check_teacher(entry, methods, where)
     for entry in methods:
         method_config(entry, where)  # options of registered methods are checked now
 
@@ -204,6 +221,28 @@ def load_suite(name_or_path: str) -> Suite:
     return suite
 
 
+def _check_teacher(entry: MethodEntry, methods: list[MethodEntry], where: str) -> None:
+    """A distilling entry names another entry (itself without a teacher) and sets distill."""
+    name = f"{where}: method {entry.label!r}"
+    distill = entry.finetune.get("distill", "none")
+    if entry.teacher is None:
+        if distill != "none":
+            raise ConfigError(f"{name}: finetune.distill is {distill!r} but no teacher is named; add "
+                              "teacher: <label of another method>, e.g. pretrain-finetune")
+        return
+    by_label = {m.label: m for m in methods}
+    if entry.teacher not in by_label or entry.teacher == entry.label:
+        others = [m.label for m in methods if m.label != entry.label]
+        raise ConfigError(f"{name}: teacher {entry.teacher!r} is not another method of the suite; "
+                          f"choose among {', '.join(others)}")
+    if by_label[entry.teacher].teacher is not None:
+        raise ConfigError(f"{name}: teacher {entry.teacher!r} itself distils from {by_label[entry.teacher].teacher!r}; "
+                          "name a method trained without a teacher")
+    if distill == "none":
+        raise ConfigError(f"{name}: a teacher is named but finetune.distill is not set; add "
+                          "finetune: {distill: soft} (or hard)")
+
+
 def method_config(entry: MethodEntry, where: str = "suite") -> dict[str, Any] | None:
     """The entry's full method config as a dict, or None if the method is not registered."""
     if entry.method not in list_methods():
@@ -234,10 +273,15 @@ def gene_key(ancestry: str, method: str, config: dict[str, Any], data: str) -> s
     return config_hash({"ancestry": ancestry, "method": method, "config": config, "data": data})
 
 
-def cell_key(gene: str, dataset: str, shape: tuple[int, int, int], finetune: dict[str, Any]) -> str:
+def cell_key(gene: str, dataset: str, shape: tuple[int, int, int], finetune: dict[str, Any],
+             teacher: dict[str, Any] | None = None) -> str:
+    """``teacher``: a distilling cell's {"cell": the teacher cell's key, "match_flops": ...}."""
     depth, embed_dim, num_heads = shape
-    return config_hash({"format": CELL_FORMAT, "gene": gene, "dataset": dataset, "depth": depth,
-                        "embed_dim": embed_dim, "num_heads": num_heads, "finetune": finetune})
+    recipe = {"format": CELL_FORMAT, "gene": gene, "dataset": dataset, "depth": depth,
+              "embed_dim": embed_dim, "num_heads": num_heads, "finetune": finetune}
+    if teacher is not None:
+        recipe["teacher"] = teacher
+    return config_hash(recipe)
 
 
 def suite_shapes(suite: Suite, arch: ViTArch) -> list[tuple[int, int, int]]:
@@ -253,6 +297,12 @@ class Cell:
     seed: int
     gene_key: str
     key: str
+    teacher: "Cell | None" = None             # the cell whose trained model is this cell's teacher
+
+
+def teacher_shape(arch: ViTArch) -> tuple[int, int, int]:
+    """The shape of every teacher cell: the ancestry's."""
+    return (arch.depth, arch.embed_dim, arch.num_heads)
 
 
 def plan_cells(suite: Suite, ancestry: str, arch: ViTArch, *, methods: list[str], datasets: list[str],
@@ -260,17 +310,28 @@ def plan_cells(suite: Suite, ancestry: str, arch: ViTArch, *, methods: list[str]
     """The selected cells, and {label: reason} for the selected methods that cannot run at all."""
     cells, unavailable = [], {}
     by_label = {m.label: m for m in suite.methods}
+
+    def plan(entry: MethodEntry, config: dict[str, Any], dataset: str, shape: tuple[int, int, int],
+             seed: int) -> Cell:
+        gkey = gene_key(ancestry, entry.method, config, entry.extraction_data(suite.ancestry.data, dataset))
+        teacher = None
+        if entry.teacher is not None:
+            teacher_entry = by_label[entry.teacher]
+            teacher = plan(teacher_entry, method_config(teacher_entry), dataset, teacher_shape(arch), seed)
+        key = cell_key(gkey, dataset, shape, suite.finetune_config(seed, entry).key_dict(),
+                       None if teacher is None else {"cell": teacher.key, "match_flops": entry.match_flops})
+        return Cell(entry, dataset, shape, seed, gkey, key, teacher)
+
     for label in methods:
         entry = by_label[label]
         config = method_config(entry)
-        if config is None:
-            unavailable[label] = (f"method {entry.method!r} is not registered in this version "
-                                  f"(registered: {', '.join(list_methods())})")
+        missing = [e for e in (entry, by_label.get(entry.teacher)) if e is not None and method_config(e) is None]
+        if missing:
+            unavailable[label] = (f"method {missing[0].method!r}{' (its teacher)' if missing[0] is not entry else ''} "
+                                  f"is not registered in this version (registered: {', '.join(list_methods())})")
             continue
         for dataset in datasets:
-            gkey = gene_key(ancestry, entry.method, config, entry.extraction_data(suite.ancestry.data, dataset))
             for shape in suite_shapes(suite, arch):
                 for seed in seeds:
-                    key = cell_key(gkey, dataset, shape, suite.finetune_config(seed, entry).key_dict())
-                    cells.append(Cell(entry, dataset, shape, seed, gkey, key))
+                    cells.append(plan(entry, config, dataset, shape, seed))
     return cells, unavailable

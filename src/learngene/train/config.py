@@ -122,6 +122,10 @@ class TrainConfig:
     # Layer-wise lr decay for fine-tuning (BEiT/timm): block i of L gets lr x layer_decay^(L - i);
     # the head gets the full lr. Needs timm's group_matcher(). Typical 0.65-0.75; None off.
     layer_decay: float | None = None
+    # Stop after this many optimizer steps, before epochs x steps per epoch are done (the last
+    # epoch is cut short and still evaluated); the cosine schedule ends at this step. None: run
+    # every epoch. (The benchmark's distillation baseline sets it to match other cells' FLOPs.)
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> ConfigError:
@@ -186,6 +190,8 @@ class TrainConfig:
                 raise bad(name, "an integer >= 1 (1 disables)")
         if self.ema_decay is not None and (not is_num(self.ema_decay) or not 0 < self.ema_decay < 1):
             raise bad("ema_decay", "a number in (0, 1) such as DeiT's 0.99996, or None to disable the EMA")
+        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
+            raise bad("max_steps", "an integer >= 1, or None to run every epoch")
         if self.layer_decay is not None and (not is_num(self.layer_decay) or not 0 < self.layer_decay <= 1):
             raise bad("layer_decay", "a number in (0, 1] such as 0.65-0.75, or None to disable")
         # Normalise int-valued floats that came from YAML/JSON (e.g. lr: 1 -> 1.0).
@@ -251,7 +257,7 @@ class TrainConfig:
 RECIPE_DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(TrainConfig)
     if f.name in ("mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_mode", "rand_augment",
-                  "random_erasing", "repeated_aug", "ema_decay", "accum_steps", "layer_decay")
+                  "random_erasing", "repeated_aug", "ema_decay", "accum_steps", "layer_decay", "max_steps")
 }
 
 

@@ -284,7 +284,13 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             f"train_data has {len(train_src)} samples, fewer than one batch of {cfg.batch_size}; lower batch_size"
         )
     total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    run_epochs = -(-total_steps // steps_per_epoch)  # the last one cut short at max_steps
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if warmup_steps > total_steps:
+        raise ConfigError(f"the warmup ({warmup_steps} steps) is longer than max_steps ({cfg.max_steps}); "
+                          "lower warmup_epochs or raise max_steps")
 
     # ---- model, teacher, costs ---------------------------------------------------------
     model.to(device)
@@ -372,7 +378,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
 
     # ---- the loop ----------------------------------------------------------------------
     seg_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, run_epochs):
         # Every random stream of the epoch is a function of (seed, epoch[, rank]) alone, so a
         # run resumed at this boundary replays exactly what an uninterrupted run would do.
         torch.manual_seed(stream_seed(cfg.seed, epoch, 2, info.rank))  # dropout / drop-path (CPU + CUDA)
@@ -388,7 +394,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
 
         model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss * b, correct, count], no syncs
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        epoch_steps = min(steps_per_epoch, total_steps - step)
+        bar = tqdm(total=epoch_steps, desc=f"epoch {epoch + 1}/{run_epochs}", unit="step",
                    disable=None if (progress and info.is_main) else True, mininterval=1.0, leave=True,
                    dynamic_ncols=True)
         plain_lines = bool(progress and info.is_main and bar.disable)  # tqdm hides itself off a terminal
@@ -453,6 +460,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             if not last:
                 continue
             bar.update(1)
+            if step == total_steps:  # max_steps reached mid-epoch
+                break
             if (not bar.disable or not info.distributed) and time.perf_counter() - last_check >= _POSTFIX_EVERY_S:
                 last_check = time.perf_counter()
                 s = sums.tolist()  # local-rank numbers; a sync every couple of seconds only
@@ -482,7 +491,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         if bad is not None:
             raise _diverged(epoch=epoch, epochs=cfg.epochs, steps=(checked_step + 1, step), total_steps=total_steps,
                             what=bad, cfg=cfg, ckpt_path=ckpt_path)
-        samples_seen += steps_per_epoch * cfg.batch_size
+        samples_seen += epoch_steps * cfg.batch_size
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / count,
@@ -508,7 +517,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
                 })
             atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
-        if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+        if eval_src is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == run_epochs):
             try:
                 ev = _evaluate_source(model, eval_src, batch_size=local_bs, device=device, precision=path.amp,
                                       info=info, loss_fn=loss_fn)
@@ -532,8 +541,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         record["wall_time"] = wall_before + (time.perf_counter() - seg_start)
         history.append(record)
         if plain_lines:
-            print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
-        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+            print(_epoch_line(record, run_epochs), file=sys.stderr, flush=True)
+        log.info("epoch %d/%d %s", epoch + 1, run_epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
         if write:  # the checkpoint first: metrics.jsonl never runs ahead of it for long
