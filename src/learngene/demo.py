@@ -7,20 +7,22 @@
 4. print a table (method, depth, parameters, stored parameters, accuracy, training cost)
    and write results.json plus a plot of accuracy vs training epochs.
 
-`bash scripts/demo.sh` (set-up + this) took 7 min 11 s on 2 CPU cores with a fresh ancestry
-(README, "The demo"; 3.9 min of it the ancestry), about 3 min with a cached one.
+The descendants fine-tune ``workers`` at a time in separate processes, torch's threads split
+between them (on a few cores, one small model per core beats two threads on one model; the
+suites' ``--workers`` do the same). README, "The demo", gives the measured time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json
-from .api import extract
+from .api import extract, load
 from .arch import arch_of
 from .bench import train_or_reuse_ancestry as train_or_reuse
 from .bench.report import save_figure
@@ -46,10 +48,13 @@ class DemoConfig:
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # descendants fine-tuned at once
 
     def __post_init__(self) -> None:
         if not self.depths or any(not isinstance(d, int) or d < 1 for d in self.depths):
             raise ConfigError(f"depths must be positive integers, got {self.depths!r}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
 
 
 def train_or_reuse_ancestry(cfg: DemoConfig, out: Path) -> tuple[Path, dict[str, Any]]:
@@ -81,32 +86,26 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         cfg.method: extract(cfg.method, ancestry, data=cfg.ancestry_data, **cfg.method_options),
         "scratch": extract("scratch", ancestry),
     }
-    genes[cfg.method].save(out / f"learngene-{cfg.method}")
 
-    train, test = load_splits(cfg.downstream, arch_of(ancestry))
+    gene_dirs = {}
+    for method, gene in genes.items():
+        gene_dirs[method] = out / f"learngene-{method}"
+        gene.save(gene_dirs[method])
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                             warmup_epochs=min(1, cfg.epochs), checkpoint=False)
-    print(f"[3/4] fine-tuning {len(genes) * len(cfg.depths)} descendants on {cfg.downstream} "
-          f"({len(train):,} images x {cfg.epochs} epochs each)")
+    jobs = [(method, str(gene_dirs[method]), depth, cfg.downstream, train_cfg,
+             str(out / "descendants" / f"{method}-depth{depth}"), cfg.seed)
+            for depth in cfg.depths for method in genes]
+    n_train = len(load_splits(cfg.downstream, arch_of(ancestry))[0])
+    print(f"[3/4] fine-tuning {len(jobs)} descendants on {cfg.downstream} "
+          f"({n_train:,} images x {cfg.epochs} epochs each, {min(cfg.workers, len(jobs))} at a time)")
     rows = []
-    for depth in cfg.depths:
-        for method, gene in genes.items():
-            # the plain ViT expand grows (for PEG-style methods: maps folded before training)
-            child = grow(gene, shape=Shape(depth=depth), num_classes=train.info.num_classes, seed=cfg.seed,
-                         trainable=False)
-            run_dir = out / "descendants" / f"{method}-depth{depth}"
-            model, result = finetune(child, (train, test), train_cfg, run_dir, progress=False)
-            rows.append({
-                "method": method, "depth": depth,
-                "params": sum(p.numel() for p in model.parameters()),
-                "stored_params": gene.num_parameters,
-                "top1": result.eval_acc,
-                "finetune_samples": result.samples_seen,
-                "finetune_flops": result.train_flops,
-                "curve": [r["eval_acc"] for r in result.history],
-                "wall_time_s": round(result.wall_time_s, 1),
-            })
-            print(f"      {method:>12s} depth {depth:2d}: top-1 {result.eval_acc:.3f} ({result.wall_time_s:.0f} s)")
+    for row in _map(_finetune_one, jobs, cfg.workers):
+        rows.append(row)
+        print(f"      {row['method']:>12s} depth {row['depth']:2d}: top-1 {row['top1']:.3f} "
+              f"({row['wall_time_s']:.0f} s)", flush=True)
+    order = {(method, depth): i for i, (method, _, depth, *_rest) in enumerate(jobs)}
+    rows.sort(key=lambda r: order[(r["method"], r["depth"])])  # the table's order, whatever finished first
 
     print("[4/4] results")
     print_table(rows)
@@ -118,6 +117,51 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     })
     print(f"wrote {out / 'results.json'} and {plot_path} in {time.perf_counter() - start:.0f} s")
     return rows
+
+
+def _finetune_one(job: tuple) -> dict[str, Any]:
+    """Grow one descendant from a saved learngene and fine-tune it; its results row."""
+    method, gene_dir, depth, downstream, train_cfg, run_dir, seed = job
+    gene = load(gene_dir)
+    train, test = load_splits(downstream, gene.ancestry_arch)
+    # the plain ViT expand grows (for PEG-style methods: maps folded before training)
+    child = grow(gene, shape=Shape(depth=depth), num_classes=train.info.num_classes, seed=seed, trainable=False)
+    model, result = finetune(child, (train, test), train_cfg, Path(run_dir), progress=False)
+    return {
+        "method": method, "depth": depth,
+        "params": sum(p.numel() for p in model.parameters()),
+        "stored_params": gene.num_parameters,
+        "top1": result.eval_acc,
+        "finetune_samples": result.samples_seen,
+        "finetune_flops": result.train_flops,
+        "curve": [r["eval_acc"] for r in result.history],
+        "wall_time_s": round(result.wall_time_s, 1),
+    }
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _map(fn, jobs: list, workers: int):
+    """Yield fn(job) for every job, as they finish: in this process when ``workers`` is 1, else
+    in that many spawned processes with torch's threads split between them."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    workers = min(workers, len(jobs))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_set_threads,
+                                                initargs=(max(1, torch.get_num_threads() // workers),)) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(fn, job) for job in jobs]):
+            yield future.result()
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
