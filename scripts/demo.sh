@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the end-to-end demo: 7 min 11 s measured on 2 CPU cores with
+# Set up (scripts/setup.sh) and run the end-to-end demo: 3 min 48 s measured on 2 CPU cores with
 # the set-up's packages already downloaded (README, "The demo"); a first set-up also downloads and
 # installs about 6.5 GB (mostly torch), at your network's speed.
 set -euo pipefail
