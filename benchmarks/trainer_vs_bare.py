@@ -46,11 +46,14 @@ def make_model():
 
 
 def bare_loop(model, images, labels, *, batch: int, steps: int, lr: float, seed: int, device: str = "cpu",
-              amp: bool = False, teacher=None) -> tuple[float, float]:
+              amp: bool = False, teacher=None, label_smoothing: float = 0.0,
+              clip_grad: float | None = None) -> tuple[float, float]:
     """The reference: nothing but the work. Returns (wall seconds, process CPU seconds).
 
     ``images``/``labels`` should already be on ``device``; ``amp``: bf16 autocast; ``teacher``:
-    soft distillation (0.5 CE + 0.5 KL at tau 1), its forward under inference mode.
+    soft distillation (0.5 CE + 0.5 KL at tau 1), its forward under inference mode;
+    ``label_smoothing`` and ``clip_grad`` (a max gradient norm) add the math of fit's recipe, so
+    that the two compare framework overhead only.
     """
     t0, c0 = time.perf_counter(), time.process_time()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, fused=True)  # fit's kernel
@@ -67,7 +70,7 @@ def bare_loop(model, images, labels, *, batch: int, steps: int, lr: float, seed:
             x, y = images[idx], labels[idx]
             with autocast:
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
                 if teacher is not None:
                     with torch.inference_mode():
                         t = teacher(x)
@@ -76,6 +79,8 @@ def bare_loop(model, images, labels, *, batch: int, steps: int, lr: float, seed:
                     loss = 0.5 * loss + 0.5 * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             opt.step()
             done += 1
         epoch += 1

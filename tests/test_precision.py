@@ -120,3 +120,50 @@ def test_on_cuda_small_vits_stay_fp32():
     assert choose_path("auto", "auto", CUDA, None).amp == "bf16"                    # not a timm ViT: bf16
     assert choose_path("bf16", "auto", CUDA, small).amp == "bf16"                   # forcing wins
     assert precision.width_x_tokens(small) == 96 * 17 and precision.width_x_tokens(torch.nn.Linear(2, 2)) is None
+
+
+# (compile, steps left, inductor can build here) -> compiles?
+COMPILE_RULE = [
+    ("auto", precision.COMPILE_AUTO_MIN_STEPS, True, True),
+    ("auto", precision.COMPILE_AUTO_MIN_STEPS - 1, True, False),  # too short to pay back the compilation
+    ("auto", 10 * precision.COMPILE_AUTO_MIN_STEPS, False, False),  # no C++ compiler / Triton: stays eager
+    (True, 1, False, True),                                        # forced
+    (False, 10 * precision.COMPILE_AUTO_MIN_STEPS, True, False),   # forced
+]
+
+
+@pytest.mark.parametrize("compile,steps_left,inductor,want", COMPILE_RULE)
+def test_the_compile_rule(compile, steps_left, inductor, want, monkeypatch):
+    monkeypatch.setattr(precision, "inductor_available", lambda device: inductor)
+    compiles, reason = precision.resolve_compile(compile, CPU, steps_left)
+    assert compiles is want
+    assert ("forced" in reason) == (compile != "auto")
+    if compile == "auto" and not inductor:
+        assert "C++ compiler" in reason
+
+
+def test_compile_auto_stays_eager_on_cuda(monkeypatch):
+    monkeypatch.setattr(precision, "inductor_available", lambda device: True)
+    compiles, reason = precision.resolve_compile("auto", CUDA, 100 * precision.COMPILE_AUTO_MIN_STEPS)
+    assert not compiles and "CUDA" in reason
+
+
+def test_compile_auto_keeps_a_short_run_eager_and_records_why(tmp_path, monkeypatch):
+    model = tiny_vit(depth=1)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    cfg = TrainConfig(epochs=1, batch_size=32, compile="auto", checkpoint=False)
+    result = fit(model, _data(), config=cfg, out_dir=tmp_path, progress=False)
+    assert compiled == [] and result.compute_path["compile"] is False
+    assert "2 steps left" in result.compute_path["compile_reason"]
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["compute_path"]["compile_reason"] == result.compute_path["compile_reason"]
+    # a run long enough to pay back compiles (torch.compile stubbed: the decision, not inductor, is tested)
+    monkeypatch.setattr(precision, "COMPILE_AUTO_MIN_STEPS", 2)
+    monkeypatch.setattr(precision, "inductor_available", lambda device: True)
+    model = tiny_vit(depth=1)
+    suppressed = []  # auto never fails a run eager would train: dynamo falls back to eager per graph
+    model.register_forward_pre_hook(lambda m, args: suppressed.append(torch._dynamo.config.suppress_errors))
+    result = fit(model, _data(), config=cfg, progress=False)
+    assert len(compiled) == 1 and result.compute_path["compile"] is True
+    assert suppressed and all(suppressed) and not torch._dynamo.config.suppress_errors  # restored after fit

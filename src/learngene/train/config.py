@@ -85,10 +85,11 @@ class TrainConfig:
     num_workers: int = 0
     # "auto" (CUDA if available, else CPU) or a torch device string like "cuda:1", "cpu".
     device: str = "auto"
-    # Run the training forward/backward through torch.compile (inductor). The first steps
-    # compile (tens of seconds); it pays off on long runs of a fixed shape, mostly on GPU.
-    # Evaluation, the teacher and FLOP counting stay eager. Off by default.
-    compile: bool = False
+    # Run the training forward/backward through torch.compile (inductor): True, False, or "auto"
+    # (compile when the run has enough steps left to pay back the compilation, tens of seconds,
+    # and inductor can build kernels here: train/precision.py). Evaluation, the teacher and FLOP
+    # counting stay eager.
+    compile: bool | str = "auto"
 
     # ---- DeiT's recipe: every field below is off at its default, and a field at its default is
     # left out of key_dict (cache keys of runs recorded before these fields existed stay valid).
@@ -170,8 +171,8 @@ class TrainConfig:
             raise bad("attention", f"one of {', '.join(map(repr, ATTENTION_MODES))}")
         if not isinstance(self.checkpoint, bool):
             raise bad("checkpoint", "True or False")
-        if not isinstance(self.compile, bool):
-            raise bad("compile", "True or False")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise bad("compile", "True, False or 'auto'")
         if not isinstance(self.device, str) or not self.device:
             raise bad("device", "'auto' or a torch device string such as 'cpu' or 'cuda:0'")
         for name in ("mixup", "cutmix"):

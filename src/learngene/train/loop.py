@@ -8,6 +8,7 @@ are no callbacks and no trainer class.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -35,7 +36,8 @@ from learngene.train.data import as_source, epoch_batches, eval_batches, order_s
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
-from learngene.train.precision import ATTENTION_MODES, ComputePath, attention_kernel, autocast, choose_path
+from learngene.train.precision import (ATTENTION_MODES, ComputePath, attention_kernel, autocast, choose_path,
+                                       resolve_compile)
 
 log = logging.getLogger("learngene.train")
 
@@ -171,6 +173,14 @@ def evaluate(
         return _evaluate_source(model, source, batch_size=batch_size, device=dev, precision=path.amp, info=info)
 
 
+def _eager_fallback(compile: bool | str):
+    """compile="auto" never fails a run that eager would train: on a graph dynamo or inductor
+    cannot compile (say, no working C++ toolchain), that graph runs eagerly, with a warning."""
+    if compile == "auto":
+        return torch._dynamo.config.patch(suppress_errors=True)
+    return contextlib.nullcontext()
+
+
 def fit(
     model: nn.Module,
     train_data: Any,
@@ -228,7 +238,8 @@ def fit(
     with D.sigterm_raises(info) as sigterm:
         try:
             path = choose_path(cfg.amp, cfg.attention, info.device, model)
-            with attention_kernel(model, path.attention), attention_kernel(teacher or nn.Identity(), path.attention):
+            with attention_kernel(model, path.attention), attention_kernel(teacher or nn.Identity(), path.attention), \
+                    _eager_fallback(cfg.compile):
                 result = _fit(model, train_data, eval_data, cfg, info=info, path=path,
                               out_dir=None if out_dir is None else Path(out_dir), teacher=teacher,
                               extra_loss=extra_loss, loss_fn=loss_fn, resume=resume, progress=progress)
@@ -371,7 +382,9 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     ddp_module = ddp  # its no_sync() skips the all-reduce of micro-batches before the last
     if ema is not None:
         ema.module.load_state_dict(ema_state if ema_state is not None else model.state_dict())
-    if cfg.compile:  # the training step's module only; the parameters are shared with `model`
+    use_compile, why = resolve_compile(cfg.compile, device, total_steps - step)
+    path = dataclasses.replace(path, compile=use_compile, compile_reason=why)
+    if use_compile:  # the training step's module only; the parameters are shared with `model`
         # Static shapes: every training batch has the same shape (the last incomplete one is
         # dropped), and with dynamo's automatic dynamic shapes the CPU step ran 3x slower than eager.
         ddp = torch.compile(ddp, dynamic=False)

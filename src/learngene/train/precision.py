@@ -28,11 +28,22 @@ emulates it, slower than fp32, so it stays in fp32. Master weights, optimizer st
 checkpoints stay fp32 in every case (autocast casts per operation).
 
 Users force either choice: ``amp="off"|"bf16"``, ``attention="fused"|"explicit"``.
+
+``compile="auto"`` compiles the training step (``torch.compile``, inductor) on CPU when the run
+has at least ``COMPILE_AUTO_MIN_STEPS`` optimizer steps left and inductor can build kernels here
+(a C++ compiler); on CUDA it stays eager (no gain measured at DeiT-Small on an H200). ``benchmarks/compile_breakeven.py`` measures the fixed cost
+(compilation, tens of seconds with a cold cache) and the per-step gain of ``fit``; the threshold
+sits a margin above the cold break-even it found (``benchmarks/results/compile-breakeven.json``):
+short runs (every test, the suites' fine-tuning cells) stay eager, long ones (ancestry training,
+distillation over many epochs) compile. ``compile=True``/``False`` force it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +53,10 @@ from torch import nn
 
 ATTENTION_MODES = ("auto", "fused", "explicit")
 CUDA_BF16_MIN_WIDTH_X_TOKENS = 8192  # between vit-mini (1,632: fp32 faster) and DeiT-Tiny (37,824: bf16 2.7x)
+COMPILE_MODES = (False, True, "auto")
+# Optimizer steps left in the run from which compile="auto" compiles: about 2.5x the cold-cache
+# break-even measured on vit-mini (615 steps: +49 s to compile, 1.74x per step; compile-breakeven.json)
+COMPILE_AUTO_MIN_STEPS = 1500
 
 
 @lru_cache(maxsize=1)
@@ -74,9 +89,12 @@ class ComputePath:
     amp: str        # "bf16" or "off"
     attention: str  # "fused" or "explicit"
     reason: str
+    compile: bool = False  # the training step runs through torch.compile (decided once steps are known)
+    compile_reason: str = "not decided (evaluation only)"
 
-    def to_dict(self) -> dict[str, str]:
-        return {"amp": self.amp, "attention": self.attention, "reason": self.reason}
+    def to_dict(self) -> dict[str, str | bool]:
+        return {"amp": self.amp, "attention": self.attention, "reason": self.reason, "compile": self.compile,
+                "compile_reason": self.compile_reason}
 
 
 def width_x_tokens(model: nn.Module | None) -> int | None:
@@ -115,6 +133,34 @@ def choose_path(amp: str, attention: str, device: torch.device, model: nn.Module
     else:
         reason = f"forced: amp={amp}, attention={attention}"
     return ComputePath(precision, kernel, reason)
+
+
+def inductor_available(device: torch.device) -> bool:
+    """True when torch.compile's inductor can build kernels for ``device``: a C++ compiler on CPU
+    (``$CXX``, g++, c++ or clang++ on PATH), Triton on CUDA."""
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    if device.type == "cpu":
+        names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        return any(name and shutil.which(name) for name in names)
+    return False
+
+
+def resolve_compile(compile: bool | str, device: torch.device, steps_left: int) -> tuple[bool, str]:
+    """Whether the training step compiles, and why, for ``compile`` (True, False or "auto") on
+    ``device`` with ``steps_left`` optimizer steps to run."""
+    if compile is True or compile is False:
+        return compile, f"forced: compile={compile}"
+    if device.type != "cpu":
+        return False, ("eager: on CUDA torch.compile gave no gain at DeiT-Small (H200, gpu-speed.json); "
+                       "compile=True forces it")
+    if steps_left < COMPILE_AUTO_MIN_STEPS:
+        return False, (f"eager: {steps_left} steps left, compiling pays back from about "
+                       f"{COMPILE_AUTO_MIN_STEPS} (compile=True forces it)")
+    if not inductor_available(device):
+        need = "Triton" if device.type == "cuda" else "a C++ compiler (g++/clang++, or $CXX)"
+        return False, f"eager: torch.compile's inductor needs {need} for {device.type}, not found"
+    return True, f"compiled: {steps_left} steps left >= {COMPILE_AUTO_MIN_STEPS}, where compiling pays back"
 
 
 def autocast(precision: str, device: torch.device):
