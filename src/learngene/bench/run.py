@@ -31,7 +31,7 @@ from ..recipes import Shape, finetune, grow, load_split, train_ancestry
 from ..train import TrainConfig
 from ..train.flops import count_forward, forward_flops_per_sample
 from .report import collect_results, git_commit, machine_info, markdown_table, write_results
-from .suite import Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
+from .suite import MODEL_OVERRIDE_KEYS, Cell, MethodEntry, Suite, ancestry_key, config_hash, load_suite, plan_cells, suite_shapes
 
 # -- ancestry ---------------------------------------------------------------------------------
 
@@ -54,6 +54,13 @@ def train_or_reuse_ancestry(preset: str, data: str, train_config: Any, out: Path
     return path, json.loads((path / "model_config.json").read_text())
 
 
+def _scalar(value: Any) -> Any:
+    """A square pair (JSON's [4, 4] patch) as the one number a suite gives; other values unchanged."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    return value
+
+
 def recorded_ancestry_key(path: Path) -> str:
     """The recipe key of an ancestry folder written by our trainer, or a hash of its weights."""
     model_config, summary = path / "model_config.json", path / "train_summary.json"
@@ -62,8 +69,8 @@ def recorded_ancestry_key(path: Path) -> str:
         train = json.loads(summary.read_text()).get("config")
         preset, data, arch = meta.get("preset"), meta.get("data"), meta.get("arch", {})
         if preset in VIT_PRESETS and data and isinstance(train, dict):
-            overrides = {k: arch[k] for k in ("depth", "embed_dim", "num_heads")
-                         if k in arch and arch[k] != VIT_PRESETS[preset][k]}
+            overrides = {k: _scalar(arch[k]) for k in MODEL_OVERRIDE_KEYS
+                         if k in arch and _scalar(arch[k]) != _scalar(VIT_PRESETS[preset][k])}
             return ancestry_key(preset, data, TrainConfig.from_dict(train), overrides)
     weights = path / "model.safetensors" if path.is_dir() else path
     if weights.is_file():

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..arch import ViTArch, validate_shape, vit_kwargs
+from ..arch import ViTArch, validate_arch, validate_shape, vit_kwargs
 from ..data import dataset_info
 from ..errors import ConfigError, LearngeneError
 from ..registry import config_to_dict, get_method, list_methods, make_config
@@ -35,11 +35,14 @@ class AncestrySpec:
     depth: int | None = None                  # preset overrides; None keeps the preset's
     embed_dim: int | None = None
     num_heads: int | None = None
+    # patch side in pixels (a square patch): more tokens from the same images, e.g. vit-mini's
+    # 28 px at patch 4 is a 7x7 grid (49 tokens + the class token) instead of patch 7's 4x4
+    patch_size: int | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (seed included)
 
     def model_overrides(self) -> dict[str, int]:
         return {k: v for k, v in (("depth", self.depth), ("embed_dim", self.embed_dim),
-                                  ("num_heads", self.num_heads)) if v is not None}
+                                  ("num_heads", self.num_heads), ("patch_size", self.patch_size)) if v is not None}
 
 
 @dataclass
@@ -89,7 +92,9 @@ class Suite:
 SUITE_KEYS = {"description": False, "ancestry": True, "methods": True, "depths": True, "widths": False,
               "datasets": True, "finetune": True, "seeds": True, "curve_depth": False}  # key -> required
 ANCESTRY_KEYS = {"preset": False, "data": False, "depth": False, "embed_dim": False, "num_heads": False,
-                 "train": False}
+                 "patch_size": False, "train": False}
+# the preset overrides a suite's ancestry may set; recorded_ancestry_key reads the same from a folder
+MODEL_OVERRIDE_KEYS = ("depth", "embed_dim", "num_heads", "patch_size")
 METHOD_KEYS = {"label": False, "method": True, "options": False, "extract_on": False, "finetune": False,
                "teacher": False, "match_flops": False}
 EXTRACT_ON = ("ancestry", "target")
@@ -142,8 +147,18 @@ def load_suite(name_or_path: str) -> Suite:
 
     anc = _check_keys(raw["ancestry"], ANCESTRY_KEYS, f"{where}: ancestry")
     ancestry = AncestrySpec(**anc)
+    patch = ancestry.patch_size
+    if patch is not None and (not isinstance(patch, int) or isinstance(patch, bool) or patch < 1):
+        raise ConfigError(f"{where}: ancestry: patch_size must be a positive integer (a square patch), got {patch!r}")
     try:
-        vit_kwargs(ancestry.preset, **ancestry.model_overrides())
+        kwargs = vit_kwargs(ancestry.preset, **ancestry.model_overrides())
+        validate_arch(kwargs)
+        arch = ViTArch.from_dict(kwargs)
+        (h, w), (ph, pw) = arch.img_hw, arch.patch_hw
+        if h % ph or w % pw:  # timm's patch embedding would refuse the images
+            raise ConfigError(f"patch_size {kwargs['patch_size']} does not divide the {h}x{w} input of "
+                              f"preset {ancestry.preset!r}; choose one of "
+                              f"{[p for p in range(1, h + 1) if h % p == 0 and w % p == 0]}")
         TrainConfig.from_dict(ancestry.train)
         dataset_info(ancestry.data)
     except LearngeneError as e:
