@@ -552,7 +552,8 @@ def part_trainer(ctx) -> dict:
 
     a = ctx.args
     args = SimpleNamespace(model=a.trainer_model, batch=a.trainer_batch, steps_per_epoch=a.trainer_steps,
-                           epochs=a.trainer_epochs, repeats=a.trainer_repeats, compile=False)
+                           epochs=a.trainer_epochs, repeats=a.trainer_repeats, compile=False,
+                           bare="same-math")
     peak = ctx.peaks.get("bf16" if ctx.device.type == "cuda" else "fp32")
     return training_part(args, ctx.device, {"flops_per_s": peak} if peak else None, distill=False)
 
