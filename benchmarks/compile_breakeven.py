@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 MODES = ("eager", "compiled-cold", "compiled-warm")
 
 
-def one_fit(args) -> dict:
+def one_fit(args) -> None:
     """In the subprocess: one timed fit() call; prints its record as JSON."""
     import torch
     from torch.utils.data import TensorDataset
@@ -59,7 +59,6 @@ def one_fit(args) -> dict:
     wall = time.perf_counter() - t0
     print(json.dumps({"wall_s": wall, "steps": args.steps, "train_loss": result.history[-1]["train_loss"],
                       "compute_path": result.compute_path}))
-    return {}
 
 
 def run(args, mode: str, steps: int, cache: str) -> dict:

@@ -122,11 +122,11 @@ def test_on_cuda_small_vits_stay_fp32():
     assert precision.width_x_tokens(small) == 96 * 17 and precision.width_x_tokens(torch.nn.Linear(2, 2)) is None
 
 
-# (compile, steps left, inductor can build here) -> compiles?
+# (compile, steps left, a C++ compiler for inductor here) -> compiles?
 COMPILE_RULE = [
     ("auto", precision.COMPILE_AUTO_MIN_STEPS, True, True),
     ("auto", precision.COMPILE_AUTO_MIN_STEPS - 1, True, False),  # too short to pay back the compilation
-    ("auto", 10 * precision.COMPILE_AUTO_MIN_STEPS, False, False),  # no C++ compiler / Triton: stays eager
+    ("auto", 10 * precision.COMPILE_AUTO_MIN_STEPS, False, False),  # no C++ compiler: stays eager
     (True, 1, False, True),                                        # forced
     (False, 10 * precision.COMPILE_AUTO_MIN_STEPS, True, False),   # forced
 ]
@@ -134,7 +134,7 @@ COMPILE_RULE = [
 
 @pytest.mark.parametrize("compile,steps_left,inductor,want", COMPILE_RULE)
 def test_the_compile_rule(compile, steps_left, inductor, want, monkeypatch):
-    monkeypatch.setattr(precision, "inductor_available", lambda device: inductor)
+    monkeypatch.setattr(precision, "cpp_compiler_available", lambda: inductor)
     compiles, reason = precision.resolve_compile(compile, CPU, steps_left)
     assert compiles is want
     assert ("forced" in reason) == (compile != "auto")
@@ -143,7 +143,7 @@ def test_the_compile_rule(compile, steps_left, inductor, want, monkeypatch):
 
 
 def test_compile_auto_stays_eager_on_cuda(monkeypatch):
-    monkeypatch.setattr(precision, "inductor_available", lambda device: True)
+    monkeypatch.setattr(precision, "cpp_compiler_available", lambda: True)
     compiles, reason = precision.resolve_compile("auto", CUDA, 100 * precision.COMPILE_AUTO_MIN_STEPS)
     assert not compiles and "CUDA" in reason
 
@@ -160,7 +160,7 @@ def test_compile_auto_keeps_a_short_run_eager_and_records_why(tmp_path, monkeypa
     assert summary["compute_path"]["compile_reason"] == result.compute_path["compile_reason"]
     # a run long enough to pay back compiles (torch.compile stubbed: the decision, not inductor, is tested)
     monkeypatch.setattr(precision, "COMPILE_AUTO_MIN_STEPS", 2)
-    monkeypatch.setattr(precision, "inductor_available", lambda device: True)
+    monkeypatch.setattr(precision, "cpp_compiler_available", lambda: True)
     model = tiny_vit(depth=1)
     suppressed = []  # auto never fails a run eager would train: dynamo falls back to eager per graph
     model.register_forward_pre_hook(lambda m, args: suppressed.append(torch._dynamo.config.suppress_errors))

@@ -155,7 +155,7 @@ def load_suite(name_or_path: str) -> Suite:
         validate_arch(kwargs)
         arch = ViTArch.from_dict(kwargs)
         (h, w), (ph, pw) = arch.img_hw, arch.patch_hw
-        if h % ph or w % pw:  # timm's patch embedding would refuse the images
+        if h % ph or w % pw:  # timm floors the grid: the border pixels past the last patch would be dropped
             raise ConfigError(f"patch_size {kwargs['patch_size']} does not divide the {h}x{w} input of "
                               f"preset {ancestry.preset!r}; choose one of "
                               f"{[p for p in range(1, h + 1) if h % p == 0 and w % p == 0]}")

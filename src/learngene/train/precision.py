@@ -31,8 +31,9 @@ Users force either choice: ``amp="off"|"bf16"``, ``attention="fused"|"explicit"`
 
 ``compile="auto"`` compiles the training step (``torch.compile``, inductor) on CPU when the run
 has at least ``COMPILE_AUTO_MIN_STEPS`` optimizer steps left and inductor can build kernels here
-(a C++ compiler); on CUDA it stays eager (no gain measured at DeiT-Small on an H200). ``benchmarks/compile_breakeven.py`` measures the fixed cost
-(compilation, tens of seconds with a cold cache) and the per-step gain of ``fit``; the threshold
+(a C++ compiler); on CUDA it stays eager (no gain measured at DeiT-Small on an H200).
+``benchmarks/compile_breakeven.py`` measures the fixed cost (compilation, tens of seconds with a
+cold cache) and the per-step gain of ``fit``; the threshold
 sits a margin above the cold break-even it found (``benchmarks/results/compile-breakeven.json``):
 short runs (every test, the suites' fine-tuning cells) stay eager, long ones (ancestry training,
 distillation over many epochs) compile. ``compile=True``/``False`` force it.
@@ -41,7 +42,6 @@ distillation over many epochs) compile. ``compile=True``/``False`` force it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -53,7 +53,6 @@ from torch import nn
 
 ATTENTION_MODES = ("auto", "fused", "explicit")
 CUDA_BF16_MIN_WIDTH_X_TOKENS = 8192  # between vit-mini (1,632: fp32 faster) and DeiT-Tiny (37,824: bf16 2.7x)
-COMPILE_MODES = (False, True, "auto")
 # Optimizer steps left in the run from which compile="auto" compiles: about 2.5x the cold-cache
 # break-even measured on vit-mini (615 steps: +49 s to compile, 1.74x per step; compile-breakeven.json)
 COMPILE_AUTO_MIN_STEPS = 1500
@@ -135,15 +134,11 @@ def choose_path(amp: str, attention: str, device: torch.device, model: nn.Module
     return ComputePath(precision, kernel, reason)
 
 
-def inductor_available(device: torch.device) -> bool:
-    """True when torch.compile's inductor can build kernels for ``device``: a C++ compiler on CPU
-    (``$CXX``, g++, c++ or clang++ on PATH), Triton on CUDA."""
-    if device.type == "cuda":
-        return importlib.util.find_spec("triton") is not None
-    if device.type == "cpu":
-        names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-        return any(name and shutil.which(name) for name in names)
-    return False
+def cpp_compiler_available() -> bool:
+    """True when torch.compile's inductor can build CPU kernels: a C++ compiler (``$CXX``, g++,
+    c++ or clang++) on PATH."""
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    return any(name and shutil.which(name) for name in names)
 
 
 def resolve_compile(compile: bool | str, device: torch.device, steps_left: int) -> tuple[bool, str]:
@@ -157,9 +152,8 @@ def resolve_compile(compile: bool | str, device: torch.device, steps_left: int) 
     if steps_left < COMPILE_AUTO_MIN_STEPS:
         return False, (f"eager: {steps_left} steps left, compiling pays back from about "
                        f"{COMPILE_AUTO_MIN_STEPS} (compile=True forces it)")
-    if not inductor_available(device):
-        need = "Triton" if device.type == "cuda" else "a C++ compiler (g++/clang++, or $CXX)"
-        return False, f"eager: torch.compile's inductor needs {need} for {device.type}, not found"
+    if not cpp_compiler_available():
+        return False, "eager: torch.compile's inductor needs a C++ compiler (g++/clang++, or $CXX) on CPU, not found"
     return True, f"compiled: {steps_left} steps left >= {COMPILE_AUTO_MIN_STEPS}, where compiling pays back"
 
 
