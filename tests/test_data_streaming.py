@@ -148,6 +148,40 @@ def test_train_augmentation_is_seeded_per_sample_not_per_worker(tmp_path):
     assert [w.pid for w in src._loader._iterator._workers] == pids and src._loader.persistent_workers
 
 
+def test_deit_recipe_runs_in_the_workers_seeded_per_sample(tmp_path, monkeypatch):
+    from learngene import recipes
+    from learngene.train import TrainConfig, loop
+    from learngene.train.augment import move_recipe_into_workers
+
+    make_folder(tmp_path, classes=2, per_class=10)
+    recipe = TrainConfig(rand_augment="rand-m9-mstd0.5-inc1", random_erasing=1.0)
+    ds = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12, augment=True)
+    assert move_recipe_into_workers(ds, recipe) and ds.applies_train_transform
+    names = [type(t).__name__ for t in ds.transform.transforms]
+    assert {"RandomResizedCropAndInterpolation", "RandAugment", "RandomErasing"} <= set(names)
+    assert "ColorJitter" not in names
+    _, one = _loader_batches(ds, 0)
+    _, two = _loader_batches(ds, 2)  # the same draws in two worker processes
+    for (xa, _), (xb, _) in zip(one, two, strict=True):
+        assert torch.equal(xa, xb)
+    # left alone: no recipe, the eval transform (augment=False), grey images, tensors in memory
+    plain = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12)
+    grey = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12, in_chans=1, augment=True)
+    memory = load_dataset(f"imagefolder:{tmp_path}?memory=1", "train", image_size=12, augment=True)
+    assert not move_recipe_into_workers(ds, TrainConfig())
+    assert not any(move_recipe_into_workers(d, recipe) for d in (plain, grey, memory))
+
+    # through the recipe: fit never builds the in-process batch hook for the streamed split
+    built = []
+    monkeypatch.setattr(loop, "BatchAugment", lambda *a, **k: built.append(1) or pytest.fail("batch hook built"))
+    cfg = TrainConfig(epochs=1, batch_size=8, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+                      compile=False)
+    recipes.train_ancestry("vit-mini", f"imagefolder:{tmp_path}?memory=0", cfg, tmp_path / "run",
+                           model_overrides={"img_size": 12, "patch_size": 4, "in_chans": 3}, augment=True,
+                           progress=False)
+    assert not built and (tmp_path / "run" / "model.safetensors").exists()
+
+
 def test_imagenet_layout_train_and_val(tmp_path):
     make_folder(tmp_path, classes=2, per_class=4, split="train", ext="JPEG")
     make_folder(tmp_path, classes=2, per_class=2, split="val", ext="JPEG", seed=1)

@@ -37,6 +37,7 @@ from .errors import ConfigError
 from .models import load_ancestry, save_model
 from .registry import DescendantKind, descendant_kind, descendant_kinds, get_method, list_methods
 from .train import evaluate, fit
+from .train.augment import move_recipe_into_workers
 
 # A dataset name (loaded at the model's input size), or the (train, test) datasets themselves
 # (test may be None: no evaluation).
@@ -131,6 +132,7 @@ def train_ancestry(preset: str | ViTArch, data: str, config: Any, out: str | os.
     torch.manual_seed(config.seed)
     model = create_vit(preset, num_classes=num_classes, **(model_overrides or {}))
     train, test = load_splits(data, arch_of(model), augment=augment)
+    move_recipe_into_workers(train, config)
     out_dir = _run_folder(out, record)
     if announce is not None:
         name = preset if isinstance(preset, str) else f"{preset.depth} x {preset.embed_dim}"
@@ -224,6 +226,8 @@ def finetune(descendant: Learngene | Descendant | nn.Module, data: Data, config:
     else:
         module, arch = descendant, None
     train, test = _datasets(data, arch, augment)
+    if isinstance(data, str):  # datasets the caller passed keep the transform they were given
+        move_recipe_into_workers(train, config)
     out_dir = _run_folder(out, record)
     result = fit(module, train, test, config, out_dir=out_dir, resume=resume, progress=progress, teacher=teacher)
     return (descendant.plain() if isinstance(descendant, Descendant) else module), result

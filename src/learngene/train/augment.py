@@ -163,11 +163,34 @@ class BatchAugment:
 def train_transform(cfg: TrainConfig, *, image_size: int, mean: Sequence[float], std: Sequence[float]):
     """The per-image PIL -> normalized tensor training transform of DeiT for a dataset that decodes
     its own images: timm ``create_transform`` (RandomResizedCrop, flip, ``cfg.rand_augment``,
-    normalize, random erasing with ``cfg.random_erasing``, "pixel" mode, one box). A dataset
+    normalize, random erasing with ``cfg.random_erasing``, "pixel" mode, one box; no colour
+    jitter, which timm would add when RandAugment is off and BatchAugment never applies). A dataset
     using it sets ``applies_train_transform = True`` so the loop's BatchAugment stays off.
     Call it under the loop's per-epoch seeding (DataLoader workers are seeded from the epoch)."""
     return create_transform(image_size, is_training=True, auto_augment=cfg.rand_augment, interpolation="bicubic",
-                            re_prob=cfg.random_erasing, re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
+                            color_jitter=None, re_prob=cfg.random_erasing, re_mode="pixel", re_count=1,
+                            mean=tuple(mean), std=tuple(std))
+
+
+def move_recipe_into_workers(dataset: Any, cfg: TrainConfig | None) -> bool:
+    """Give a dataset that decodes its own images with a train augmentation (a streamed folder
+    loaded with ``augment=True``) DeiT's whole per-image pipeline (``train_transform``), so
+    RandAugment and random erasing run in the DataLoader workers beside the decoding instead of
+    in the training process on the decoded batch (``BatchAugment``); marks it
+    ``applies_train_transform``. The random draws stay a function of (seed, epoch, sample): the
+    loader seeds python ``random``, numpy and torch per sample. Returns whether it changed the
+    dataset: not when ``cfg`` has neither RandAugment nor erasing, when the dataset holds tensors
+    or keeps its eval transform (augment=False), or for grey images (the batch hook handles them).
+    """
+    info = getattr(dataset, "info", None)
+    decodes = callable(getattr(dataset, "transform", None)) and callable(getattr(dataset, "load_item", None))
+    if cfg is None or (cfg.rand_augment is None and not cfg.random_erasing) or not decodes or info is None:
+        return False
+    if getattr(dataset, "augment", False) is not True or getattr(info, "in_chans", 3) != 3:
+        return False
+    dataset.transform = train_transform(cfg, image_size=info.image_size, mean=info.mean, std=info.std)
+    dataset.applies_train_transform = True
+    return True
 
 
 def build_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:
