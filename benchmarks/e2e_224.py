@@ -22,8 +22,9 @@ the ``learngene`` console script; each is timed as a whole, start-up and evaluat
 1. ``learngene ancestry --config configs/ancestry-deit-tiny.yaml --preset deit-tiny --augment``
    (DeiT-Ti: 12 blocks, width 192, 3 heads, patch 16, 224 px, with DeiT's recipe from the config:
    Mixup 0.8 / CutMix 1.0, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, repeated
-   augmentation x3, label smoothing 0.1, AdamW wd 0.05, no gradient clipping, EMA; ``--augment``
-   adds RandomResizedCrop + flip in the workers) for ``--ancestry-steps`` optimizer steps
+   augmentation x3, label smoothing 0.1, AdamW wd 0.05, no gradient clipping, EMA; with ``--augment``
+   the streamed train split runs RandomResizedCrop, flip, RandAugment and erasing per image in the
+   DataLoader workers, Mixup/CutMix on the batch in the training process) for ``--ancestry-steps`` optimizer steps
    (``train.max_steps``; the cosine schedule ends there).
 2. ``learngene extract tleg --ancestry <that run>``: TLEG's theta_A/theta_B learned by soft
    distillation of the ancestry into its depth-12 auxiliary model, ``--extract-epochs`` passes
@@ -47,9 +48,8 @@ resolves to here is given), the peak PSS and process count of the command's proc
 (sampled every 0.5 s: the DataLoader workers show up as processes), and which output files exist.
 
 Estimate for the defaults on 2 CPU cores with native bf16 (DeiT-Ti trains at ~31.6 img/s on the
-bf16 path with tensors in memory, ``perf-trainer-deit-tiny.json``; here the two workers' decoding
-and cropping and the training process's RandAugment + erasing, ~20 CPU ms per image, share the same
-two cores): ancestry 300 steps x 32 = 9,600 images at ~23 img/s ~ 7.5 min; TLEG 2 epochs = 200 steps
+bf16 path with tensors in memory, ``perf-trainer-deit-tiny.json``; here the two workers' decoding,
+cropping, RandAugment and erasing, ~20 CPU ms per image, share the same two cores): ancestry 300 steps x 32 = 9,600 images at ~23 img/s ~ 7.5 min; TLEG 2 epochs = 200 steps
 (6,400 images; student + teacher ~ 4/3 of the ancestry's compute, no augmentation) at ~22 img/s
 ~ 5 min; the depth-6 descendant 300 steps (9,600 images) at ~35 img/s ~ 4.5 min; writing 4,200
 JPEGs, the evaluations (1,000 test images, model and EMA) and 5 start-ups ~ 3 min: ~20-22 min.
