@@ -160,6 +160,10 @@ def test_deit_recipe_runs_in_the_workers_seeded_per_sample(tmp_path, monkeypatch
     names = [type(t).__name__ for t in ds.transform.transforms]
     assert {"RandomResizedCropAndInterpolation", "RandAugment", "RandomErasing"} <= set(names)
     assert "ColorJitter" not in names
+    rand_aug = next(t for t in ds.transform.transforms if type(t).__name__ == "RandAugment")
+    posterize = next(op for op in rand_aug.ops if op.name.startswith("Posterize"))
+    black = posterize.aug_fn(Image.new("RGB", (4, 4), (200, 90, 7)), 0)  # magnitude 10: 0 bits kept
+    assert np.asarray(black).max() == 0
     _, one = _loader_batches(ds, 0)
     _, two = _loader_batches(ds, 2)  # the same draws in two worker processes
     for (xa, _), (xb, _) in zip(one, two, strict=True):

@@ -86,10 +86,15 @@ def rand_augment(config_str: str, *, image_size: int, mean: Sequence[float]):
             f"TrainConfig.rand_augment {config_str!r} is not a timm RandAugment string ({e}); "
             "use e.g. 'rand-m9-mstd0.5-inc1' (DeiT's)"
         ) from None
-    for op in transform.ops:
+    return _with_safe_posterize(transform)
+
+
+def _with_safe_posterize(rand_aug: Any) -> Any:
+    """``rand_aug`` (timm's RandAugment) with its posterize ops on ``_posterize``."""
+    for op in rand_aug.ops:
         if op.name.startswith("Posterize"):
             op.aug_fn = _posterize
-    return transform
+    return rand_aug
 
 
 def _normalization(data: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -164,12 +169,17 @@ def train_transform(cfg: TrainConfig, *, image_size: int, mean: Sequence[float],
     """The per-image PIL -> normalized tensor training transform of DeiT for a dataset that decodes
     its own images: timm ``create_transform`` (RandomResizedCrop, flip, ``cfg.rand_augment``,
     normalize, random erasing with ``cfg.random_erasing``, "pixel" mode, one box; no colour
-    jitter, which timm would add when RandAugment is off and BatchAugment never applies). A dataset
+    jitter, which timm would add when RandAugment is off and BatchAugment never applies; posterize
+    as in ``_posterize``). A dataset
     using it sets ``applies_train_transform = True`` so the loop's BatchAugment stays off.
     Call it under the loop's per-epoch seeding (DataLoader workers are seeded from the epoch)."""
-    return create_transform(image_size, is_training=True, auto_augment=cfg.rand_augment, interpolation="bicubic",
-                            color_jitter=None, re_prob=cfg.random_erasing, re_mode="pixel", re_count=1,
-                            mean=tuple(mean), std=tuple(std))
+    transform = create_transform(image_size, is_training=True, auto_augment=cfg.rand_augment,
+                                 interpolation="bicubic", color_jitter=None, re_prob=cfg.random_erasing,
+                                 re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
+    for step in transform.transforms:
+        if hasattr(step, "ops"):  # RandAugment: 0-bit posterize at magnitude 10 (see _posterize)
+            _with_safe_posterize(step)
+    return transform
 
 
 def move_recipe_into_workers(dataset: Any, cfg: TrainConfig | None) -> bool:
