@@ -51,6 +51,31 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def load_merged(paths: list[str | Path]) -> dict[str, Any]:
+    """Several suites' results over the same ancestry read as one (records and summaries joined),
+    so a claim can span their shapes (mini's full width and narrow's half width). ``suite`` is
+    their names joined by "+", ``sources`` maps each suite to its command. ConfigError when the
+    ancestries differ or two files hold the same (method label, dataset, shape)."""
+    parts = [load_results(p) for p in paths]
+    keys = {r["ancestry"].get("key") for r in parts}
+    if len(keys) > 1:
+        raise ConfigError(f"these results come from different ancestries ({sorted(map(str, keys))}): pass suites "
+                          "run on the same one (learngene bench SUITE --ancestry DIR)")
+    merged = {**parts[0], "records": [], "summary": [], "sources": {}}
+    seen: dict[tuple, str] = {}
+    for path, part in zip(paths, parts):
+        for s in part["summary"]:
+            cell = (s["method"], s["dataset"], s["depth"], s["embed_dim"], s["num_heads"])
+            if cell in seen:
+                raise ConfigError(f"{path} and {seen[cell]} both hold {cell}: pass suites with distinct cells")
+            seen[cell] = str(path)
+        merged["records"] += part["records"]
+        merged["summary"] += part["summary"]
+        merged["sources"][part["suite"]] = part["command"]
+    merged["suite"] = "+".join(part["suite"] for part in parts)
+    return merged
+
+
 def by_method_depth(records: list[dict]) -> dict[tuple[str, str, int], list[dict]]:
     groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for r in records:

@@ -1,7 +1,9 @@
 """The headline claims of SWS, WAVE and LeTs, read from one suite's results (no training here).
 
-    python benchmarks/newer_claims.py [--results benchmarks/results/newer.json]
+    python benchmarks/newer_claims.py [--results benchmarks/results/newer.json [MORE.json ...]]
                                       [--out benchmarks/results/newer-claims.json]
+    python benchmarks/newer_claims.py --results benchmarks/results/mini.json benchmarks/results/narrow.json \
+        --out benchmarks/results/newer-claims-mini-narrow.json      # depth and width together
 
 The input is a `learngene bench` results file (the `newer` suite's: SWS, WAVE and LeTs beside
 weight selection and scratch, at full and half width); the output is a claims table, JSON
@@ -50,7 +52,7 @@ import argparse
 import sys
 from typing import Any
 
-from _claims import (ABOUT, COMPARABLE_POINTS, Shape, about, linear_fit, load_results, markdown, shape_text,
+from _claims import (ABOUT, COMPARABLE_POINTS, Shape, about, linear_fit, load_merged, markdown, shape_text,
                      summary_by_cell, verdict, write_claims)
 from learngene.errors import ConfigError, LearngeneError
 
@@ -297,17 +299,19 @@ def claims(results: dict) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="benchmarks/results/newer.json", help="a `learngene bench` results JSON")
+    p.add_argument("--results", nargs="+", default=["benchmarks/results/newer.json"],
+                   help="`learngene bench` results JSON; several suites over the same ancestry are read as one "
+                        "(e.g. mini.json narrow.json: full and half width)")
     p.add_argument("--out", default="benchmarks/results/newer-claims.json", help="the claims JSON (and .md beside it)")
     args = p.parse_args(argv)
     try:
-        results = load_results(args.results)
+        results = load_merged(args.results)
         table = claims(results)
     except LearngeneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = {"command": "python benchmarks/newer_claims.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "sources": {results["suite"]: results["command"]}, "comparable_points": COMPARABLE_POINTS, **table}
+              "sources": results["sources"], "comparable_points": COMPARABLE_POINTS, **table}
     mark = {True: "yes", False: "no", None: "-"}
     for r in table["rows"]:
         print(f"{r['method']:>5s}  {mark[r['holds']]:>3s}  {r['claim']}: {r['measured']}")

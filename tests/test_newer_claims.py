@@ -188,3 +188,54 @@ def test_committed_mini_results_give_a_claims_table(tmp_path, capsys):
     assert err.count("\n") == 0 and "learngene bench newer" in err and not (tmp_path / "c2.json").exists()
     assert newer_claims.main(["--results", str(tmp_path / "absent.json"), "--out", str(out)]) == 2
     assert "run the suite first" in capsys.readouterr().err
+
+
+def test_two_suites_over_one_ancestry_read_as_one(tmp_path, capsys):
+    """The full-width and the half-width cells in two files (mini + narrow) give the claims of the
+    one file holding both; other ancestries or a cell in both files are one-line errors."""
+    whole, _ = run(tmp_path, build())
+    files = []
+    for width in WIDTHS:
+        part = build(widths=[width])
+        part["suite"], part["ancestry"]["key"] = f"w{width[0]}", "abc"
+        files.append(tmp_path / f"w{width[0]}.json")
+        files[-1].write_text(json.dumps(part))
+    out = tmp_path / "merged.json"
+    assert newer_claims.main(["--results", *map(str, files), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["rows"] == whole["rows"] and set(merged["sources"]) == {"w96", "w48"}
+    assert "2 widths" in json.dumps(merged["rows"])  # the WAVE/LeTs cells now span both widths
+
+    other = json.loads(files[1].read_text())
+    other["ancestry"]["key"] = "def"
+    files[1].write_text(json.dumps(other))
+    capsys.readouterr()
+    assert newer_claims.main(["--results", *map(str, files), "--out", str(tmp_path / "x.json")]) == 2
+    assert "different ancestries" in capsys.readouterr().err
+    assert newer_claims.main(["--results", str(files[0]), str(files[0]), "--out", str(tmp_path / "x.json")]) == 2
+    assert "both hold" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_width_depth_table_over_two_suites(tmp_path, capsys):
+    """benchmarks/width_depth.py: methods with cells at both widths, every shape a column, the
+    best of each column in bold; one width only is a one-line error."""
+    import width_depth
+
+    top1 = {**TOP1, "lets": lambda depth, width: 0.9 if width == (48, 3) and depth == 2 else 0.8}
+    files = []
+    for width in WIDTHS:
+        part = build(top1=top1, widths=[width])
+        part["suite"] = f"w{width[0]}"
+        files.append(tmp_path / f"w{width[0]}.json")
+        files[-1].write_text(json.dumps(part))
+    out = tmp_path / "wd.json"
+    assert width_depth.main(["--results", *map(str, files), "--out", str(out), "--no-plot"]) == 0
+    table = json.loads(out.read_text())
+    assert table["methods"] == sorted(TOP1) and len(table["shapes"]) == len(WIDTHS) * len(DEPTHS)
+    text = out.with_suffix(".md").read_text()
+    lets_row = next(line for line in text.splitlines() if line.startswith("| lets |"))
+    assert lets_row.count("**") == 2 and "**90.0 ± 1.4**" in lets_row  # best only at depth 2, 48/3
+    assert "| wave | 300,000 |" in text  # its stored parameters
+    capsys.readouterr()
+    assert width_depth.main(["--results", str(files[0]), "--out", str(tmp_path / "x.json"), "--no-plot"]) == 2
+    assert "more than one width" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
