@@ -186,6 +186,24 @@ def test_deit_recipe_runs_in_the_workers_seeded_per_sample(tmp_path, monkeypatch
     assert not built and (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_repeated_augmentation_copies_are_augmented_independently(tmp_path):
+    from learngene.train.data import epoch_copies
+
+    make_folder(tmp_path, classes=2, per_class=4)
+    ds = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12, augment=True)
+    src = LoaderSource(ds, num_workers=0, pin_memory=False, augment=None)
+    idx = epoch_batches(len(src), global_batch=6, seed=1, epoch=0, rank=0, world_size=1, repeats=3)
+    copies = epoch_copies(len(src), global_batch=6, rank=0, world_size=1, repeats=3)
+    assert idx[0][:3].unique().numel() == 1 and copies[0].tolist() == [0, 1, 2, 0, 1, 2]
+    (x, _), = list(src.batches(idx[:1], None, 7, copies=copies[:1]))
+    assert not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])  # three crops of one image
+    (same, _), = list(src.batches(idx[:1], None, 7))  # without copies: one draw per index
+    assert torch.equal(same[0], same[1]) and torch.equal(same[0], x[0])  # copy 0 keeps the index's seed
+    # the copy numbers come from the global stream: 2 ranks see world 1's, interleaved
+    halves = [epoch_copies(len(src), global_batch=6, rank=r, world_size=2, repeats=3) for r in (0, 1)]
+    assert torch.stack([halves[0][0], halves[1][0]], 1).flatten().tolist() == copies[0].tolist()
+
+
 def test_imagenet_layout_train_and_val(tmp_path):
     make_folder(tmp_path, classes=2, per_class=4, split="train", ext="JPEG")
     make_folder(tmp_path, classes=2, per_class=2, split="val", ext="JPEG", seed=1)

@@ -76,6 +76,20 @@ def epoch_batches(
     return list(grid[:, rank * local : (rank + 1) * local].unbind(0))
 
 
+def epoch_copies(
+    n: int, *, global_batch: int, rank: int, world_size: int, repeats: int = 1
+) -> list[torch.Tensor] | None:
+    """For each element of ``epoch_batches``' lists (same arguments), which copy of its sample it
+    is under repeated augmentation (0 .. repeats - 1, from its place in the global stream, so
+    the same for any world size); None when ``repeats`` is 1. A decoding dataset seeds each
+    copy's transform differently, so the copies are augmented independently."""
+    if repeats <= 1:
+        return None
+    steps = n // global_batch
+    grid = (torch.arange(steps * global_batch) % repeats).view(steps, global_batch)  # [steps, B]
+    return list(grid[:, rank::world_size].unbind(0))
+
+
 # A tensor dataset moves to the GPU when it takes at most this share of the free GPU memory.
 DEVICE_RESIDENT_SHARE = 0.25
 
@@ -117,7 +131,7 @@ class TensorSource:
         return int(self.labels.max()) if len(self) else None
 
     def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
-                worker_seed: int = 0) -> Iterator[Batch]:
+                worker_seed: int = 0, copies: list[torch.Tensor] | None = None) -> Iterator[Batch]:
         for idx in index_lists:
             x, y = self.images[idx], self.labels[idx]  # [b,C,H,W] and [b], gathered copies (on the GPU if resident)
             if self.augment is not None and aug_gen is not None:
@@ -263,8 +277,12 @@ class LoaderSource:
         return self._loader
 
     def batches(self, index_lists: list[torch.Tensor], aug_gen: torch.Generator | None,
-                worker_seed: int = 0) -> Iterator[Batch]:
-        self._sampler.batches = [[(i, sample_seed(worker_seed, i)) for i in idx.tolist()] for idx in index_lists]
+                worker_seed: int = 0, copies: list[torch.Tensor] | None = None) -> Iterator[Batch]:
+        """``copies``: per element, which repeated-augmentation copy it is (``epoch_copies``);
+        copy k of sample i is seeded as item i + k * n, so its transform draws afresh."""
+        copies = copies if copies is not None else [torch.zeros_like(idx) for idx in index_lists]
+        self._sampler.batches = [[(i, sample_seed(worker_seed, i + k * self.n)) for i, k in zip(idx.tolist(), c.tolist())]
+                                 for idx, c in zip(index_lists, copies, strict=True)]
         skipped: list[BadSample] = []
         for x, y, bad in self._get_loader():
             if bad:

@@ -32,7 +32,7 @@ from learngene.train import distributed as D
 from learngene.train.augment import BatchAugment, RandomStream, build_mixup
 from learngene.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from learngene.train.config import AMP_MODES, RECIPE_DEFAULTS, RESUME_FREE_FIELDS, TrainConfig, TrainResult
-from learngene.train.data import as_source, epoch_batches, eval_batches, order_seed, stream_seed
+from learngene.train.data import as_source, epoch_batches, epoch_copies, eval_batches, order_seed, stream_seed
 from learngene.train.distill import train_loss
 from learngene.train.flops import count_forward, forward_flops_per_sample
 from learngene.train.optim import build_optimizer, lr_at
@@ -402,8 +402,11 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         aug_stream = RandomStream(stream_seed(cfg.seed, epoch, 7, info.rank)) if batch_aug is not None else None
         batches = epoch_batches(len(train_src), global_batch=cfg.batch_size, seed=cfg.seed, epoch=epoch,
                                 rank=info.rank, world_size=world, repeats=cfg.repeated_aug)  # steps x [per_rank]
+        copies = epoch_copies(len(train_src), global_batch=cfg.batch_size, rank=info.rank, world_size=world,
+                              repeats=cfg.repeated_aug)  # None, or which copy each element is
         if cfg.accum_steps > 1:  # steps_per_epoch * accum_steps micro-batches, in order
             batches = [micro for idx in batches for micro in idx.split(local_bs)]
+            copies = copies and [micro for c in copies for micro in c.split(local_bs)]
 
         model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # [loss * b, correct, count], no syncs
@@ -415,7 +418,8 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
         t0 = last_check = time.perf_counter()
         checked_step = step  # steps up to here are known to have finite losses
         for micro, (images, labels) in enumerate(train_src.batches(batches, aug_gen,
-                                                                   stream_seed(cfg.seed, epoch, 5, info.rank))):
+                                                                   stream_seed(cfg.seed, epoch, 5, info.rank),
+                                                                   copies=copies)):
             if batch_aug is not None:  # RandAugment / random erasing, per image on the CPU
                 images = batch_aug(images, aug_stream)
                 images = images.pin_memory() if pin else images  # keeps the copy below asynchronous
