@@ -58,9 +58,15 @@ def load_merged(paths: list[str | Path]) -> dict[str, Any]:
     ancestries differ or two files hold the same (method label, dataset, shape)."""
     parts = [load_results(p) for p in paths]
     keys = {r["ancestry"].get("key") for r in parts}
+    if len(parts) > 1 and None in keys:
+        raise ConfigError("a results file names no ancestry key, so it cannot be matched with the others: pass "
+                          "results written by `learngene bench`")
     if len(keys) > 1:
         raise ConfigError(f"these results come from different ancestries ({sorted(map(str, keys))}): pass suites "
                           "run on the same one (learngene bench SUITE --ancestry DIR)")
+    finetunes = {json.dumps((r.get("config") or {}).get("finetune"), sort_keys=True) for r in parts}
+    if len(finetunes) > 1:
+        raise ConfigError(f"these suites fine-tune differently ({sorted(finetunes)}): their accuracies do not compare")
     merged = {**parts[0], "records": [], "summary": [], "sources": {}}
     seen: dict[tuple, str] = {}
     for path, part in zip(paths, parts):
@@ -71,7 +77,8 @@ def load_merged(paths: list[str | Path]) -> dict[str, Any]:
             seen[cell] = str(path)
         merged["records"] += part["records"]
         merged["summary"] += part["summary"]
-        merged["sources"][part["suite"]] = part["command"]
+        name = part["suite"] if part["suite"] not in merged["sources"] else f"{part['suite']} ({path})"
+        merged["sources"][name] = part["command"]
     merged["suite"] = "+".join(part["suite"] for part in parts)
     return merged
 

@@ -5,7 +5,7 @@ ancestry, side by side at each shape, from suites run on the same ancestry (no t
         --out benchmarks/results/width-depth.json      # also width-depth.md and width-depth.png
 
 A method enters the table when it has cells at more than one width (mini's 96/6 and narrow's 48/3
-for the vit-mini ancestry); its columns are every shape at which both suites ran it. Each cell is
+for the vit-mini ancestry); the columns are the shapes at which at least two such methods ran. Each cell is
 the method's mean top-1 over its seeds (± the seed standard deviation), per dataset, with the best
 method of the column in bold; "stored" is the parameters the method keeps to make all of them (its
 learngene; weight selection and the other ancestry-reading methods keep the whole ancestry). The
@@ -43,6 +43,8 @@ def table(results: dict) -> dict[str, Any]:
     shapes = sorted({shape for m in methods for d in datasets for shape in by_method[m].get(d, {})},
                     key=lambda s: (-s[1], s[0]))
     shapes = [s for s in shapes if sum(any(s in by_method[m].get(d, {}) for d in datasets) for m in methods) > 1]
+    if not shapes:
+        raise LearngeneError(f"no shape was run by two of the methods {methods}: nothing to compare side by side")
     cells = {d: {m: {s: by_method[m][d][s] for s in shapes if s in by_method[m].get(d, {})} for m in methods}
              for d in datasets}
     stored = {m: max(s["stored_params"] for d in by_method[m].values() for s in d.values()) for m in methods}
@@ -53,10 +55,10 @@ def _label(shape: Shape) -> str:
     return f"d{shape[0]} {shape[1]}/{shape[2]}"
 
 
-def markdown(t: dict, sources: dict[str, str], ancestry_width: int) -> str:
+def markdown(t: dict, sources: dict[str, str], ancestry: dict) -> str:
     lines = ["# Descendants of every depth and width, side by side", ""]
     lines += [f"- {name}: `{command}`" for name, command in sources.items()]
-    lines += [f"- the ancestry is {ancestry_width} wide and 12 deep; top-1 %, mean ± std over seeds; "
+    lines += [f"- the ancestry is {ancestry['embed_dim']} wide and {ancestry['depth']} deep; top-1 %, mean ± std over seeds; "
               "best of each column in bold", ""]
     for dataset in t["datasets"]:
         shapes = [s for s in t["shapes"] if any(s in t["cells"][dataset][m] for m in t["methods"])]
@@ -84,7 +86,7 @@ def plot(t: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(t["datasets"]), figsize=(6 * len(t["datasets"]), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(t["datasets"]), figsize=(6 * len(t["datasets"]), 5.5), squeeze=False)
     for ax, dataset in zip(axes[0], t["datasets"]):
         for i, m in enumerate(t["methods"]):
             by_width: dict[tuple[int, int], list[dict]] = defaultdict(list)
@@ -101,8 +103,9 @@ def plot(t: dict, path: Path) -> None:
         ax.set_ylabel("top-1 %")
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)  # below the plots, off the data
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out, {"command": command, "sources": results["sources"], "methods": t["methods"],
                             "shapes": [list(s) for s in t["shapes"]], "stored_params": t["stored_params"],
                             "cells": cells})
-    text = markdown(t, results["sources"], results["ancestry"]["arch"]["embed_dim"])
+    text = markdown(t, results["sources"], results["ancestry"]["arch"])
     atomic_write_text(out.with_suffix(".md"), text + "\n")
     print(text)
     written = [out, out.with_suffix(".md")]

@@ -66,7 +66,7 @@ def build(top1=TOP1, curves=None, widths=WIDTHS, methods=tuple(TOP1), stored=STO
                     base = curves.get(label, [final - 0.2, final - 0.1, final])
                     records.append(record(label, depth, width, seed, [round(a + delta, 6) for a in base], stored))
     return {"suite": "newer", "command": "learngene bench newer --workers 4", "ancestry": {
-        "samples": ANCESTRY_SAMPLES, "flops": ANCESTRY_FLOPS, "arch": {"embed_dim": 96}},
+        "samples": ANCESTRY_SAMPLES, "flops": ANCESTRY_FLOPS, "arch": {"embed_dim": 96, "depth": 12}, "key": "abc"},
         "records": records, "summary": aggregate(records)}
 
 
@@ -214,6 +214,10 @@ def test_two_suites_over_one_ancestry_read_as_one(tmp_path, capsys):
     assert "different ancestries" in capsys.readouterr().err
     assert newer_claims.main(["--results", str(files[0]), str(files[0]), "--out", str(tmp_path / "x.json")]) == 2
     assert "both hold" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+    other["ancestry"]["key"], other["config"] = "abc", {"finetune": {"epochs": 5}}
+    files[1].write_text(json.dumps(other))
+    assert newer_claims.main(["--results", *map(str, files), "--out", str(tmp_path / "x.json")]) == 2
+    assert "fine-tune differently" in capsys.readouterr().err
 
 
 def test_width_depth_table_over_two_suites(tmp_path, capsys):
