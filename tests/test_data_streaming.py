@@ -173,7 +173,11 @@ def test_deit_recipe_runs_in_the_workers_seeded_per_sample(tmp_path, monkeypatch
     grey = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12, in_chans=1, augment=True)
     memory = load_dataset(f"imagefolder:{tmp_path}?memory=1", "train", image_size=12, augment=True)
     assert not move_recipe_into_workers(ds, TrainConfig())
-    assert not any(move_recipe_into_workers(d, recipe) for d in (plain, grey, memory))
+    raw = load_dataset(f"imagefolder:{tmp_path}?memory=0", "train", image_size=12, augment=True)
+    raw.normalize = False  # pixel / 255 datasets keep their own transform
+    assert not any(move_recipe_into_workers(d, recipe) for d in (plain, grey, memory, raw))
+    with pytest.raises(ConfigError, match="not a timm RandAugment string"):
+        move_recipe_into_workers(ds, TrainConfig(rand_augment="rand-q9"))
 
     # through the recipe: fit never builds the in-process batch hook for the streamed split
     built = []

@@ -202,7 +202,7 @@ class StreamingDataset(Dataset):
             train recipe (see the module docstring).
         augment: True when the default transform is the train augmentation.
         on_bad: "error" or "skip" (read by the trainer's loader).
-        normalize: False -> the default transform gives pixel / 255 in [0, 1].
+        normalize: False -> the default transform gives pixel / 255 in [0, 1] (kept as an attribute).
         labels: int64 numpy [N].
     """
 
@@ -211,6 +211,7 @@ class StreamingDataset(Dataset):
         self.info = info
         self.split = split
         self.augment = bool(augment)
+        self.normalize = bool(normalize)
         self.on_bad = check_on_bad(on_bad)
         if transform is None:
             build = train_transform if self.augment else eval_transform

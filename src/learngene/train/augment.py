@@ -77,8 +77,10 @@ def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
 
 def rand_augment(config_str: str, *, image_size: int, mean: Sequence[float]):
     """timm's RandAugment for ``config_str`` with timm create_transform's hparams: translate up to
-    45% of the image, fill with the mean colour (``mean`` in pixel / 255 units, one per channel)."""
-    hparams = dict(translate_const=int(image_size * 0.45), img_mean=tuple(min(255, round(255 * m)) for m in mean))
+    45% of the image, fill with the mean colour (``mean`` in pixel / 255 units, one per channel),
+    bicubic resampling."""
+    hparams = dict(translate_const=int(image_size * 0.45), img_mean=tuple(min(255, round(255 * m)) for m in mean),
+                   interpolation=Image.Resampling.BICUBIC)  # create_transform's, as DeiT's (else timm picks at random)
     try:
         transform = rand_augment_transform(config_str, hparams)
     except (AssertionError, ValueError, KeyError) as e:
@@ -173,6 +175,8 @@ def train_transform(cfg: TrainConfig, *, image_size: int, mean: Sequence[float],
     as in ``_posterize``). A dataset
     using it sets ``applies_train_transform = True`` so the loop's BatchAugment stays off.
     Call it under the loop's per-epoch seeding (DataLoader workers are seeded from the epoch)."""
+    if cfg.rand_augment is not None:
+        rand_augment(cfg.rand_augment, image_size=image_size, mean=mean)  # a bad string: a ConfigError here
     transform = create_transform(image_size, is_training=True, auto_augment=cfg.rand_augment,
                                  interpolation="bicubic", color_jitter=None, re_prob=cfg.random_erasing,
                                  re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
@@ -196,7 +200,8 @@ def move_recipe_into_workers(dataset: Any, cfg: TrainConfig | None) -> bool:
     decodes = callable(getattr(dataset, "transform", None)) and callable(getattr(dataset, "load_item", None))
     if cfg is None or (cfg.rand_augment is None and not cfg.random_erasing) or not decodes or info is None:
         return False
-    if getattr(dataset, "augment", False) is not True or getattr(info, "in_chans", 3) != 3:
+    if getattr(dataset, "augment", False) is not True or getattr(info, "in_chans", 3) != 3 \
+            or getattr(dataset, "normalize", True) is False:  # train_transform always normalizes
         return False
     dataset.transform = train_transform(cfg, image_size=info.image_size, mean=info.mean, std=info.std)
     dataset.applies_train_transform = True
