@@ -292,7 +292,7 @@ def test_checkpoint_from_before_the_recipe_fields_resumes(tmp_path):
 # ---- a dataset with its own per-image transform ------------------------------------------------
 
 
-def test_dataset_level_transform_from_the_same_fields_turns_the_batch_hook_off():
+def test_dataset_level_transform_from_the_same_fields_turns_the_batch_hook_off(tmp_path):
     from learngene.train.augment import train_transform
 
     c = cfg(rand_augment="rand-m9-mstd0.5-inc1", random_erasing=1.0)
@@ -306,3 +306,8 @@ def test_dataset_level_transform_from_the_same_fields_turns_the_batch_hook_off()
     own = TensorDataset(data.images, data.labels)  # no .info: the batch hook could not run
     own.applies_train_transform = True
     fit(model(0), own, None, c, progress=False)  # the loop leaves RandAugment / erasing to the dataset
+
+    # resuming on the other path would draw differently: refused, naming why
+    fit(model(0), own, None, c, out_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="applies_train_transform changed"):
+        fit(model(0), data, None, c, out_dir=tmp_path, resume=True, progress=False)

@@ -325,7 +325,10 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
     # ---- DeiT's recipe (each part off by default) ----------------------------------------
     mixup = build_mixup(cfg, num_classes) if cfg.mixes else None
     batch_aug = None
-    if not getattr(train_data, "applies_train_transform", False):  # else the dataset's own transform does it
+    in_dataset = bool(getattr(train_data, "applies_train_transform", False))
+    # where RandAugment / erasing draw (None: neither is on), checked on resume
+    augment_in_dataset = in_dataset if (cfg.rand_augment is not None or cfg.random_erasing) else None
+    if not in_dataset:  # else the dataset's own transform does it
         batch_aug = BatchAugment(cfg, train_data, image_size=min(sample.shape[-2:]), in_chans=sample.shape[1])
         batch_aug = batch_aug if batch_aug.enabled else None
 
@@ -342,6 +345,14 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
             raise ConfigError(
                 f"cannot resume {ckpt_path}: the config changed ({diff}); resume with the same config "
                 "or start over in a fresh out_dir"
+            )
+        if None not in (ckpt.get("augment_in_dataset"), augment_in_dataset) \
+                and ckpt["augment_in_dataset"] != augment_in_dataset:
+            where = {True: "the dataset's per-image transform", False: "the loop's batch hook"}
+            raise ConfigError(
+                f"cannot resume {ckpt_path}: its RandAugment / erasing ran in {where[ckpt['augment_in_dataset']]}, "
+                f"this run's in {where[augment_in_dataset]} (applies_train_transform changed), so the draws would "
+                "differ; load the data the same way or start over in a fresh out_dir"
             )
         try:
             model.load_state_dict(ckpt["model"])
@@ -529,7 +540,7 @@ def _fit(model, train_data, eval_data, cfg: TrainConfig, *, info: D.DistInfo, pa
                     "wall_time_s": record["wall_time"], "world_size": world, "steps_per_epoch": steps_per_epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     **({"ema": ema.module.state_dict()} if ema is not None else {}),
-                    "config": cfg.to_dict(), "history": history,
+                    "config": cfg.to_dict(), "history": history, "augment_in_dataset": augment_in_dataset,
                     "rng": capture_rng({"augment": aug_gen}, data_order_seed=order_seed(cfg.seed, epoch + 1)),
                 })
             atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
