@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--down-limit", type=int, default=None, help="mnist-5k train pairs (default all)")
     ap.add_argument("--seed", type=int, default=0)
+    # fp32 by default: seeds 0 and 1 (mmlg.json, mmlg-seed1.json) ran in fp32, before amp="auto" chose bf16 on CPU
+    ap.add_argument("--amp", default="off", choices=("off", "auto", "bf16"), help="TrainConfig.amp of every run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="tiny settings to check the script (~2-3 min)")
     ap.add_argument("--out", default="benchmarks/results/mmlg.json")
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     down_test = load_caption_pairs("mnist-5k", "test", tokenizer, seed=a.seed)
     arch = clip_mini_arch(tokenizer.vocab_size)
     small = {**arch, "image": {**arch["image"], "layers": a.image_layers}, "text": {**arch["text"], "layers": a.text_layers}}
-    recipe = dict(batch_size=128, weight_decay=0.05, seed=a.seed, checkpoint=False, device="cpu")
+    recipe = dict(batch_size=128, weight_decay=0.05, seed=a.seed, checkpoint=False, device="cpu", amp=a.amp)
 
     print(f"ancestry: clip-mini on {len(pretrain.images)} Fashion-MNIST pairs, {a.ancestry_epochs} epochs", flush=True)
     torch.manual_seed(a.seed)
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     train_img = load_dataset("mnist-5k", "train", image_size=28, in_chans=1)
     test_img = load_dataset("mnist-5k", "test", image_size=28, in_chans=1)
     torch.manual_seed(a.seed + 2)
-    classifier_arch = {k: v for k, v in image_classifier_arch(arch, 10, depth=a.image_layers).items()}
+    classifier_arch = image_classifier_arch(arch, 10, depth=a.image_layers).timm_kwargs()
     import timm.models.vision_transformer as tvit
 
     stack = expand_clip(mmlg, image_layers=a.image_layers, library=None)
