@@ -22,7 +22,7 @@ subprocess and its workers after set-up (python start-up, imports, folder scan) 
 a shared machine.
 
     nice -n 10 python benchmarks/streaming.py --sizes 2000 5000 --workers 2   # writes results/streaming.json
-    python benchmarks/streaming.py --sizes 10000 50000 --workers 8 --out benchmarks/results/streaming-large.json
+    python benchmarks/streaming.py --sizes 10000 50000 --workers 2 --repeats 3 --out benchmarks/results/streaming-large.json
 """
 
 from __future__ import annotations
