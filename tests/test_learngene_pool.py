@@ -14,9 +14,10 @@ import learngene
 from learngene import Learngene
 from learngene.errors import ArtifactError, ConfigError
 from learngene.methods import sn_net
-from learngene.methods._stitching import (StitchedSupernet, StitchedViT, enumerate_stitches, load_stitched,
-                                          paired_stitching, save_stitched)
-from learngene.methods.learngene_pool import PoolStudent, default_matches, pool_loss, recording, stitch_supernet
+from learngene.methods._stitching import (StitchedSupernet, StitchedViT, enumerate_stitches, initialise, load_stitched,
+                                          paired_stitching, save_stitched, stitch_token_pairs)
+from learngene.methods.learngene_pool import (PoolStudent, default_matches, map_stitch_weight, pinv_stitch_weight,
+                                              pool_loss, recording, stitch_supernet)
 from learngene.methods.learngene_pool.distill import make_extra_loss
 from learngene.train import TrainConfig, fit
 from learngene.train.distill import train_loss
@@ -178,6 +179,71 @@ def test_map_init_is_the_transpose_of_the_mean_map(tiny_ancestry):
             assert torch.equal(layer.bias.detach(), torch.zeros(layer.bias.shape))
 
 
+
+def test_map_gain_init_keeps_the_maps_direction_and_fits_its_scale(pool_gene, data):
+    images = data.tensors[0][:32]
+    maps = stitch_supernet(pool_gene, init="maps", seed=0)
+    gained = stitch_supernet(pool_gene, init="maps-gain", init_data=images, init_samples=32, seed=0)
+    summary = gained.init_summary
+    assert summary["init"] == "maps-gain" and summary["samples"] == 32
+    pairs = stitch_token_pairs(gained, images)  # every image is drawn when init_samples = N: the same tokens
+    assert set(summary["gains"]) == {f"{f}-{e}/{layer}" for f, e, layer in pairs}
+    moved = 0
+    for (f, e, layer), tokens in pairs.items():
+        w = maps.stitch_layers[f"{f}-{e}"][layer].weight.detach()
+        layer_module = gained.stitch_layers[f"{f}-{e}"][layer]
+        g = summary["gains"][f"{f}-{e}/{layer}"]
+        torch.testing.assert_close(layer_module.weight.detach(), g * w)  # the direction is the map's
+        assert torch.equal(layer_module.bias.detach(), torch.zeros(layer_module.bias.shape))
+
+        def residual(gain):  # over every position sharing the layer, as the gain is fitted
+            err = sum(float((gain * x.double() @ w.double().T - y.double()).pow(2).sum()) for x, y in tokens)
+            return err / sum(float(y.double().pow(2).sum()) for _, y in tokens)
+
+        assert residual(g) <= residual(1.0) and residual(g) <= residual(1.05 * g) and residual(g) <= residual(0.95 * g)
+        assert summary["relative_residuals"][f"{f}-{e}/{layer}"] == pytest.approx(residual(g), rel=1e-6, abs=1e-9)
+        assert summary["relative_residuals_gain_1"][f"{f}-{e}/{layer}"] == pytest.approx(residual(1.0), rel=1e-6)
+        moved += abs(g - 1) > 0.05
+    assert moved > 0, summary["gains"]  # the fit did something: the maps' scale is not already right
+    with pytest.raises(ConfigError, match="init='maps-gain' fits the stitching layers on images: pass init_data"):
+        stitch_supernet(pool_gene, init="maps-gain")
+
+
+def test_pinv_weight_inverts_the_front_map():
+    """Tokens made by the maps from one teacher token t: the pinv stitch takes the front's to the end's."""
+    g = torch.Generator().manual_seed(0)
+    teacher_width = 16
+    t = torch.randn(50, teacher_width, generator=g, dtype=torch.float64)
+    square = torch.randn(16, 16, generator=g, dtype=torch.float64) + 4 * torch.eye(16)  # invertible M_front
+    wide_end = torch.randn(32, 16, generator=g, dtype=torch.float64)
+    w = pinv_stitch_weight(square.float(), wide_end.float(), teacher_width)
+    assert w.shape == (32, 16) and w.dtype == torch.float32
+    torch.testing.assert_close(t @ square.T @ w.double().T, t @ wide_end.T, rtol=1e-4, atol=1e-4)
+    # a narrower front (M_front [8, 16] of full row rank) is inverted on its row space; end at the teacher's
+    # width: the stitch alone recovers t, as the paper's transpose would only for orthonormal rows
+    narrow = torch.randn(8, 16, generator=g, dtype=torch.float64) * 0.05  # a small map, as distillation leaves them
+    end_at_teacher = torch.randn(16, 16, generator=g, dtype=torch.float64)
+    in_row_space = torch.randn(50, 8, generator=g, dtype=torch.float64) @ narrow
+    w = pinv_stitch_weight(narrow.float(), end_at_teacher.float(), teacher_width)
+    assert w.shape == (16, 8)
+    torch.testing.assert_close(in_row_space @ narrow.T @ w.double().T, in_row_space, rtol=1e-3, atol=1e-3)
+    transposed = map_stitch_weight(narrow, end_at_teacher, teacher_width)
+    assert float((in_row_space @ narrow.T @ transposed.T).norm()) < 0.1 * float(in_row_space.norm())
+
+
+def test_pinv_init_sets_every_layer_from_the_pseudo_inverse(tiny_ancestry):
+    gene = learngene.extract("learngene-pool", tiny_ancestry, widths=[12, 24, 48], depth=2, epochs=0)
+    m = [gene.tensors[f"maps.{s}.block"].double() for s in range(3)]
+    supernet = stitch_supernet(gene, init="pinv", pairs="all")
+    assert supernet.init_summary["init"] == "pinv"
+    for (f, e), expected in {(0, 2): torch.linalg.pinv(m[0]), (1, 2): torch.linalg.pinv(m[1]),
+                             (0, 1): m[1] @ torch.linalg.pinv(m[0])}.items():
+        for layer in supernet.stitch_layers[f"{f}-{e}"]:
+            torch.testing.assert_close(layer.weight.detach().double(), expected, rtol=1e-4, atol=1e-5)
+            assert torch.equal(layer.bias.detach(), torch.zeros(layer.bias.shape))
+    with pytest.raises(ConfigError, match="pair_weights has no weight for the stitched pairs"):
+        initialise(supernet, "pinv", pair_weights={(0, 1): torch.zeros(24, 12)})
+
 # -- the distillation loss --------------------------------------------------------------------
 def test_feature_losses_by_hand():
     """One match, maps fixed by hand: block map 2x + 1, attention map 0."""
@@ -316,6 +382,8 @@ def test_bad_descendant_requests(pool_gene, snnet_gene):
         (lambda: pool_gene.expand(depth=3), "stitch_supernet"),
         (lambda: snnet_gene.expand(depth=3), "stitch_supernet"),
         (lambda: sn_net.stitch_supernet(snnet_gene, init="maps"), "only learngene-pool stores"),
+        (lambda: sn_net.stitch_supernet(snnet_gene, init="pinv"), "only learngene-pool stores"),
+        (lambda: sn_net.stitch_supernet(snnet_gene, init="maps-gain"), "only learngene-pool stores"),
         (lambda: sn_net.stitch_supernet(snnet_gene, init="least-squares"), "pass init_data"),
         (lambda: stitch_supernet(snnet_gene), "takes a learngene-pool learngene"),
         (lambda: stitch_supernet(pool_gene, init="magic"), "init must be one of"),

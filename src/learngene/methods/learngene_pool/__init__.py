@@ -12,7 +12,7 @@ from ...registry import MethodSpec, register_method
 from .._stitching import StitchedSupernet, StitchedViT, load_stitched, save_stitched
 from .config import LearngenePoolConfig
 from .distill import PoolStudent, default_matches, pool_loss, recording
-from .method import describe_shapes, expand, extract, map_stitch_weight, stitch_supernet, validate
+from .method import describe_shapes, expand, extract, map_stitch_weight, pinv_stitch_weight, stitch_supernet, validate
 
 register_method(MethodSpec(
     name="learngene-pool", config_cls=LearngenePoolConfig, extract=extract, expand=expand,
@@ -22,4 +22,5 @@ register_method(MethodSpec(
 ))
 
 __all__ = ["LearngenePoolConfig", "PoolStudent", "StitchedSupernet", "StitchedViT", "default_matches", "load_stitched",
-           "map_stitch_weight", "pool_loss", "recording", "save_stitched", "stitch_supernet"]
+           "map_stitch_weight", "pinv_stitch_weight", "pool_loss", "recording", "save_stitched",
+           "stitch_supernet"]

@@ -17,9 +17,11 @@ students (``learngene.methods._stitching``): each student alone, and prefix of a
 student + stitching ``Linear`` + suffix of a wider one at every sliding-window position
 (kernel 2, stride 1); training samples one configuration per step; ``export(i)`` gives any
 configuration as a standalone ``StitchedViT``. Stitching layers start from the maps (the
-paper's way: the transpose of the mean map, ``init="maps"``), from least squares on a few
-images (SN-Net's, ``init="least-squares"``), or random. ``expand`` (one timm ViT of one shape)
-does not apply and raises a ConfigError pointing here.
+paper's way: the transpose of the mean map, ``init="maps"``), from the same weights with one
+least-squares gain per layer (``init="maps-gain"``), from the maps' pseudo-inverse
+(``init="pinv"``), from least squares on a few images (SN-Net's, ``init="least-squares"``),
+or random. ``expand`` (one timm ViT of one shape) does not apply and raises a ConfigError
+pointing here.
 
 Departures from the paper and the reference:
   - Map initialisation between two students neither of which has the teacher's width:
@@ -28,7 +30,8 @@ Departures from the paper and the reference:
     width (the reference stitches tiny -> base from a base teacher, exactly that case, and
     we apply it there). Otherwise we compose W = mean(M_end) mean(M_front)^T (ours): into the
     teacher's space, then on to the end student's. Biases start at 0 (the reference leaves
-    MindSpore's zero bias).
+    MindSpore's zero bias). ``init="maps-gain"`` and ``init="pinv"`` are ours too (issue 21:
+    the maps carry the students' smaller feature scale; see README, Learngene Pool vs SN-Net).
   - Pairs: ``pairs="all"`` (default) stitches every narrower -> wider pair; the reference
     trains only tiny -> base (plus the two alone) out of its three students, and SN-Net
     uses neighbouring widths (``pairs="nearest"``).
@@ -174,13 +177,32 @@ def map_stitch_weight(front_map: torch.Tensor, end_map: torch.Tensor, teacher_wi
     return (end_map @ front_map.T).contiguous()
 
 
+def pinv_stitch_weight(front_map: torch.Tensor, end_map: torch.Tensor, teacher_width: int) -> torch.Tensor:
+    """``map_stitch_weight`` with the transpose of M_front [d_front, D_teacher] replaced by its
+    Moore-Penrose pseudo-inverse pinv(M_front) [D_teacher, d_front] (float64): pinv(M_front) when
+    the end student has the teacher's width, else M_end pinv(M_front) [d_end, d_front] (ours).
+
+    The maps were trained so that student tokens s ~ M t for teacher tokens t, so pinv(M_front) s_front
+    is the least-norm t that M_front takes to s_front: the inverse of the map (up to what M_front
+    loses), where the transpose also carries M_front's scale a second time. When s_front = M_front t
+    and s_end = M_end t for t in M_front's row space, the weight maps s_front exactly to s_end.
+    """
+    inverse = torch.linalg.pinv(front_map.double())  # [D_teacher, d_front]
+    return map_stitch_weight(inverse.T, end_map.double(), teacher_width).float().contiguous()
+
+
+STITCH_WEIGHTS = {"maps": map_stitch_weight, "maps-gain": map_stitch_weight, "pinv": pinv_stitch_weight}
+
+
 def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str = "maps", init_data: Any = None,
                     init_samples: int = 128, pairs: str = "all", kernel_size: int = 2, stride: int = 1,
                     seed: int = 0) -> StitchedSupernet:
     """The pool's descendants: a ``StitchedSupernet`` over the students.
 
     ``num_classes``: the downstream classes (None = the ancestry's; classifiers are kept only when
-    they match). ``init``: "maps" (the paper), "least-squares" on ``init_samples`` images of
+    they match). ``init``: "maps" (the paper, ``map_stitch_weight``), "maps-gain" (those weights with
+    one least-squares gain per layer on ``init_samples`` images of ``init_data``), "pinv" (the maps'
+    pseudo-inverse, ``pinv_stitch_weight``), "least-squares" on ``init_samples`` images of
     ``init_data`` (SN-Net), or "random". ``seed`` seeds fresh heads, stitching layers and the
     per-step configuration draws. Train it with ``learngene.train.fit``; ``select(i)`` +
     evaluate, or ``export(i)`` for a standalone model.
@@ -193,7 +215,8 @@ def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str
                               kernel_size=kernel_size, stride=stride, seed=seed)
     teacher_width = gene.ancestry_arch.embed_dim
     maps = [gene.tensors[f"{MAPS}.{s}.block"] for s in range(len(archs))]
-    weights = {(f, e): map_stitch_weight(maps[f], maps[e], teacher_width) for f, e in supernet.pairs}
+    compose = STITCH_WEIGHTS.get(init, map_stitch_weight)  # the weights only serve the inits that take them
+    weights = {(f, e): compose(maps[f], maps[e], teacher_width) for f, e in supernet.pairs}
     supernet.init_summary = initialise(supernet, init, init_data=init_data, init_samples=init_samples,
                                        pair_weights=weights, seed=seed)
     return supernet
