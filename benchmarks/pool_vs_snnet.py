@@ -59,6 +59,29 @@ def subset(dataset, count: int, seed: int) -> torch.utils.data.TensorDataset:
     return torch.utils.data.TensorDataset(dataset.images[index], dataset.labels[index])
 
 
+def recipe(args: argparse.Namespace, widths: list[int]) -> dict:
+    """The extraction options both methods share (students' / anchors' widths, depth, training recipe)."""
+    return dict(widths=widths, depth=args.depth, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                warmup_epochs=min(1.0, float(args.epochs)))
+
+
+def reuse_learngene(work: Path, method: str, widths: list[int], depth: int, fail) -> tuple | None:
+    """(learngene, stage-1 cost) from ``work/method`` (``--reuse``), or None when there is none there;
+    ``fail(message)`` when the stored students / anchors have other (width, depth)s than asked."""
+    folder = work / method
+    if not (folder / "learngene_config.json").is_file():
+        return None
+    gene = learngene.load(folder)
+    stored = [(int(a["embed_dim"]), int(a["depth"])) for a in gene.provenance["stitch"]["archs"]]
+    if stored != [(w, depth) for w in widths]:
+        fail(f"--reuse: {folder} holds (width, depth) {stored}, these settings ask for "
+             f"{[(w, depth) for w in widths]}; drop --reuse or use another --work")
+    cost = {"epochs": gene.config["epochs"], "samples_seen": gene.provenance["cost"]["samples_seen"],
+            "flops": gene.provenance["cost"]["flops"], "wall_time_s": None, "reused": str(folder)}
+    print(f"{method}: reused {folder} ({gene.num_parameters:,} parameters)", flush=True)
+    return gene, cost
+
+
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """(flops, acc) points no other point beats on both, by increasing FLOPs."""
     front, best = [], -1.0
@@ -136,35 +159,27 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
 
     ancestry = learngene.load_ancestry(args.ancestry)
-    arch = arch_of(ancestry)
+    arch = arch_of(ancestry).to_dict()
     side, chans = int(arch["img_size"]), int(arch["in_chans"])
     distill_data = subset(load_dataset(args.data, "train", image_size=side, in_chans=chans), args.subset, args.seed)
     train = load_dataset(args.downstream, "train", image_size=side, in_chans=chans)
     test = load_dataset(args.downstream, "test", image_size=side, in_chans=chans)
     sample = test.images[0]
     widths = parse_ints(args.widths)
-    recipe = dict(widths=widths, depth=args.depth, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                  warmup_epochs=min(1.0, float(args.epochs)))
+    options = recipe(args, widths)
 
     # -- stage 1: the pool, then SN-Net's anchors with the same training FLOPs ------------------
     genes, costs = {}, {}
     methods = sorted({VARIANTS[v][0] for v in variants}, key=["learngene-pool", "sn-net"].index)
     for method in methods:
         t0 = time.perf_counter()
-        if args.reuse and (work / method / "learngene_config.json").is_file():
-            gene = learngene.load(work / method)
-            depth = args.depth if method == "learngene-pool" else (args.snnet_depth or args.depth)
-            stored = [(int(a["embed_dim"]), int(a["depth"])) for a in gene.provenance["stitch"]["archs"]]
-            if stored != [(w, depth) for w in widths]:
-                p.error(f"--reuse: {work / method} holds (width, depth) {stored}, these settings ask for "
-                        f"{[(w, depth) for w in widths]}; drop --reuse or use another --work")
-            genes[method] = gene
-            costs[method] = {"epochs": gene.config["epochs"], "samples_seen": gene.provenance["cost"]["samples_seen"],
-                             "flops": gene.provenance["cost"]["flops"], "wall_time_s": None, "reused": str(work / method)}
-            print(f"{method}: reused {work / method} ({gene.num_parameters:,} parameters)", flush=True)
+        depth = args.depth if method == "learngene-pool" else (args.snnet_depth or args.depth)
+        found = reuse_learngene(work, method, widths, depth, p.error) if args.reuse else None
+        if found is not None:
+            genes[method], costs[method] = found
             continue
         if method == "learngene-pool":
-            gene = learngene.extract("learngene-pool", ancestry, data=distill_data, epochs=args.epochs, **recipe)
+            gene = learngene.extract("learngene-pool", ancestry, data=distill_data, epochs=args.epochs, **options)
         else:
             epochs = args.snnet_epochs
             depth = args.snnet_depth or args.depth
@@ -175,7 +190,7 @@ def main() -> None:
                 pool_flops = costs.get("learngene-pool", {}).get("flops") or per_epoch * args.epochs
                 epochs = max(1, round(pool_flops / per_epoch))
             gene = learngene.extract("sn-net", ancestry, data=distill_data, epochs=epochs,
-                                     **{**recipe, "depth": depth, "warmup_epochs": min(1.0, float(epochs))})
+                                     **{**options, "depth": depth, "warmup_epochs": min(1.0, float(epochs))})
         gene.save(work / method)
         genes[method] = gene
         costs[method] = {"epochs": gene.config["epochs"], "samples_seen": gene.provenance["cost"]["samples_seen"],
