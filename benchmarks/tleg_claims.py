@@ -56,7 +56,7 @@ def main() -> None:
     tensors = init_tensors(arch)
     stored_tleg = sum(t.numel() for t in tensors.values())
     aux = TlegAuxiliary(tleg_arch(arch, args.aux_depth), tensors)
-    sample = torch.randn(1, arch["in_chans"], arch["img_size"], arch["img_size"])
+    sample = torch.randn(1, arch.in_chans, arch.img_size, arch.img_size)
     fwd_aux, fwd_teacher = forward_flops_per_sample(aux, sample), forward_flops_per_sample(ancestry, sample)
 
     stored_pre, flops_pre, rows = 0, 0.0, []
