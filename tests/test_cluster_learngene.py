@@ -130,6 +130,27 @@ def test_planted_identical_heads_cluster_together(twins, data):
     assert gene.provenance["cost"]["samples_seen"] == 8
 
 
+def test_random_head_grouping_keeps_sizes_and_heads_but_not_the_clusters(twins, data):
+    """The control: DBSCAN's cluster sizes in priority order, over the same heads, assigned at random.
+    (``seed`` also picks the measuring sample, so each draw is compared with its own seed's clusters.)"""
+    options = {**EXACT, "eps": 0.5}
+    changed = False
+    for seed in range(4):
+        measured = learngene.extract("cluster-learngene", twins, data=data, seed=seed, **options)
+        gene = learngene.extract("cluster-learngene", twins, data=data, seed=seed, head_grouping="random", **options)
+        assert gene.config["distances"] == measured.config["distances"]
+        for by_distance, randomised in zip(measured.config["head_clusters"], gene.config["head_clusters"]):
+            assert [len(c) for c in randomised] == [len(c) for c in by_distance]
+            assert sorted(h for c in randomised for h in c) == sorted(h for c in by_distance for h in c)
+        changed |= gene.config["head_clusters"] != measured.config["head_clusters"]
+        for layer, clusters in enumerate(gene.config["head_clusters"]):  # the stored heads: the random representatives
+            reps = torch.tensor([members[0] for members in clusters])
+            assert torch.equal(gene.tensors[f"layers.{layer}.q.weight"], to_stack(twins).blocks[layer]["q.weight"][reps])
+    assert changed
+    again = learngene.extract("cluster-learngene", twins, data=data, seed=3, head_grouping="random", **options)
+    assert again.config["head_clusters"] == gene.config["head_clusters"]  # seeded
+
+
 def test_identical_ffns_are_grouped(data):
     model = scaled_random_(tiny_vit())
     blocks = to_stack(model).blocks
@@ -268,6 +289,7 @@ def test_ffn_transform_trains_and_fold_is_exact(data, monkeypatch):
 @pytest.mark.parametrize("options", [
     dict(eps=0), dict(eps=-1.0), dict(eps=float("nan")), dict(min_samples=0), dict(sample_size=0),
     dict(ffn_threshold=-2.0), dict(ffn_threshold="high"), dict(placement="middle"), dict(share_noise=-0.1),
+    dict(head_grouping="shuffled"),
     dict(keep_head="yes"), dict(batch_size=1.5), dict(no_such_option=1),
     dict(distances=[[1.0, 2.0, 3.0]] * 4),  # outputs are filled in by extraction
     dict(min_samples=4),                     # DBSCAN: every one of the 3 heads is noise

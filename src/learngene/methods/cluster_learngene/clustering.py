@@ -144,6 +144,19 @@ def cluster_heads(distances: list[float] | np.ndarray, eps: float, min_samples: 
     return [members for _, _, members in clusters]
 
 
+def random_clusters_like(clusters: list[list[int]], generator: torch.Generator) -> list[list[int]]:
+    """The control for the clustering statistic: clusters of the same sizes, in the same
+    priority order, over the same heads, with the heads assigned at random (seeded). The first
+    member of each, the representative, is then a random head of it."""
+    heads = sorted(h for members in clusters for h in members)
+    shuffled = [heads[i] for i in torch.randperm(len(heads), generator=generator).tolist()]
+    out, start = [], 0
+    for members in clusters:
+        out.append(shuffled[start:start + len(members)])
+        start += len(members)
+    return out
+
+
 # -- clustering FFNs ------------------------------------------------------------------------------------
 def ffn_output(block: dict[str, Tensor], x: Tensor) -> Tensor:
     """fc2(GELU(fc1(x))) of one canonical block (timm's Mlp with its default GELU)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ...errors import ConfigError
 
 PLACEMENTS = ("spread", "first")
+HEAD_GROUPINGS = ("attention-distance", "random")
 OUTPUTS = ("distances", "head_clusters", "ffn_groups", "ffn_kept", "ffn_similarity")
 
 
@@ -56,6 +57,8 @@ class ClusterLearngeneConfig:
     min_samples: int = 1           # DBSCAN min_samples (reference: 1, so no head is noise); noise heads are dropped
     ffn_threshold: float = 0.6     # a layer joins the group above when its FFN's output cosine similarity to
     #                                every member's is >= this (ours; the paper gives no number; > 1 keeps all)
+    head_grouping: str = "attention-distance"  # "random": a control (ours, not the paper's): DBSCAN's cluster
+    #                                sizes kept, the heads assigned to them at random (seeded by `seed`)
     ffn_tokens: int = 4096         # tokens per layer on which FFN behaviour is compared (bounds the cost)
     placement: str = "spread"      # descendant layer j reads ancestry layer at relative depth ("spread") or j ("first")
     share_noise: float = 0.01      # descendant heads sharing a representative (all but its first copy) get
@@ -85,6 +88,9 @@ class ClusterLearngeneConfig:
                               f"above 1 keeps every FFN), got {self.ffn_threshold!r}")
         if not _is_num(self.share_noise) or self.share_noise < 0:
             raise ConfigError(f"cluster-learngene share_noise must be a number >= 0, got {self.share_noise!r}")
+        if self.head_grouping not in HEAD_GROUPINGS:
+            raise ConfigError(f"cluster-learngene head_grouping must be one of {', '.join(HEAD_GROUPINGS)}, "
+                              f"got {self.head_grouping!r}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"cluster-learngene placement must be one of {', '.join(PLACEMENTS)}, "
                               f"got {self.placement!r}")

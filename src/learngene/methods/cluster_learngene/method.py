@@ -4,7 +4,9 @@ code BruceQFWang/NeurIPS24-Cluster-Learngene).
 Extraction (needs data). On ``sample_size`` images of the data (``clustering.py``):
   - every head's mean attention distance (pixels, class token excluded), per layer clustered
     by DBSCAN (``eps`` px, ``min_samples``); each cluster's representative is the head
-    nearest its centroid; clusters are ordered by size, largest first: the priority;
+    nearest its centroid; clusters are ordered by size, largest first: the priority
+    (``head_grouping="random"``, a control of ours: the same cluster sizes, heads assigned
+    at random);
   - every FFN's behaviour (its outputs on the tokens the layers feed their FFNs); adjacent
     layers whose FFNs behave alike form a group, and one FFN per group is kept.
 
@@ -83,7 +85,7 @@ from .._common import check_images_fit, copy_head_if_same_labels, fit_stem, pack
 from .._computed import ComputedViT, decay_matrices_only, fold_computed
 from .._indices import uniform_indices
 from .._weight_maps import along, along_layers, mlp_map, set_split
-from .clustering import cluster_heads, ffn_similarity, group_ffns, measure
+from .clustering import cluster_heads, ffn_similarity, group_ffns, measure, random_clusters_like
 from .config import ClusterLearngeneConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -123,6 +125,8 @@ def extract(ancestry: VisionTransformer, config: ClusterLearngeneConfig, data: A
         if not clusters:
             raise ConfigError(f"DBSCAN marked every head of layer {layer} as noise (eps={config.eps}, "
                               f"min_samples={config.min_samples}); lower min_samples or raise eps")
+        if config.head_grouping == "random":
+            clusters = random_clusters_like(clusters, generator)
         head_clusters.append(clusters)
     similarity = ffn_similarity(stack, ffn_inputs, device)
     ffn_groups, ffn_kept = group_ffns(similarity, config.ffn_threshold)
