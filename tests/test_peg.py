@@ -172,7 +172,7 @@ def test_condensing_distils_into_pool_and_maps(tiny_ancestry, drawn, condensed, 
     # the stored draw is the last epoch's (epoch 1 of 0..1), not epoch 0's
     p_head, p_ffn = mixture_of(condensed)
     assert condensed.provenance["peg"]["mixture"]["epoch"] == 1
-    last = mixture_weights("gaussian", layers=2, heads=2, ancestry_heads=3, ancestry_layers=4, seed=0, epoch=1)
+    last = mixture_weights("softmax", layers=2, heads=2, ancestry_heads=3, ancestry_layers=4, seed=0, epoch=1)
     torch.testing.assert_close(p_head, last[0])
     torch.testing.assert_close(p_ffn, last[1])
     # the pool was trained: the stored layers are not the untrained ancestry's mixture with that draw

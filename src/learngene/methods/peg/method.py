@@ -17,8 +17,9 @@ Tensor names: ``layers.<canonical key>`` stacked over the L_b layers (``layers.q
 [L_b, H_b, hd, D], ``layers.proj.weight`` [L_b, D, H_b, hd], ``layers.fc1.weight``
 [L_b, F, D]...), ``stem.*``, ``head.*``, ``maps.*`` (a ``PegMaps`` state dict).
 
-Mixture weights (``distribution``): ``gaussian`` p ~ N(0, 1) (the paper's Algorithm 1),
-``softmax`` softmax(N(0, 1)) over the mixed axis (the reference's "Gaussian-Layer"),
+Mixture weights (``distribution``): ``softmax`` softmax(N(0, 1)) over the mixed axis (the
+reference's "Gaussian-Layer"; the default, from the ``ablate`` suite's controls: see
+``PegConfig``), ``gaussian`` p ~ N(0, 1) (the paper's Algorithm 1),
 ``uniform`` 1/n (the reference's other branch; every learngene head of a layer is then the
 same). ``resample="epoch"`` draws fresh weights each condensing epoch (Algorithm 1: "for
 e = 1..E: p ~ G(0, I)"), ``"once"`` draws them once (the reference, at model build).
