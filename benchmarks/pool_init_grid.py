@@ -26,6 +26,13 @@ beside it (per init x lr: mean over seeds +- spread, spread = max - min, in poin
 ``.png`` (mean top-1 after training against the lr, one line per init; the step-0 means as
 hollow markers).
 
+``--finetune-epochs 0`` scores the starts only. On mnist-5k the kept classifiers name Fashion-MNIST's
+classes, so step 0 is chance for every init; on the students' own task it measures how much of
+their function each stitch init keeps:
+``python benchmarks/pool_init_grid.py --ancestry <the same ancestry> --reuse --work <the same work>
+--downstream fashion-mnist --test-subset 2000 --finetune-epochs 0 --finetune-lrs 0 --out
+benchmarks/results/pool_init_grid_step0.json``.
+
 ``--tiny`` (a random 4 x 48 ancestry, students 24/48 x 3 blocks, 64 images everywhere, one
 epoch): seconds, proves it runs; its numbers mean nothing.
 
@@ -162,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downstream", default="mnist-5k")
     p.add_argument("--train-subset", type=int, default=0, help="downstream training images (0 = all)")
     p.add_argument("--test-subset", type=int, default=0, help="downstream test images (0 = all)")
-    p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-epochs", type=int, default=10,
+                   help="supernet training epochs; 0 = score the starts only (e.g. with --downstream fashion-mnist, "
+                        "the students' own task, to see how much of their function each init keeps)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the distillation")
     p.add_argument("--inits", default=DEFAULT_INITS, help=f"comma list of {list(INITS)}")
@@ -188,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--widths takes the two students' widths, got {widths}")
     if not (inits and lrs and seeds):
         p.error("--inits, --finetune-lrs and --seeds each need at least one value")
+    if args.finetune_epochs < 0:
+        p.error(f"--finetune-epochs must be >= 0 (0 = score the starts only), got {args.finetune_epochs}")
     if not args.ancestry and not args.tiny:
         p.error("--ancestry is required (an ancestry run folder), unless --tiny")
     torch.set_num_threads(args.threads)
@@ -242,20 +253,26 @@ def main(argv: list[str] | None = None) -> int:
                     step0[init, seed] = {"top1": top1, "eval_s": time.perf_counter() - t1,
                                          "eval_cpu_s": time.process_time() - c1}
                 before = step0[init, seed]["top1"]
-                config = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=lr,
-                                     warmup_epochs=min(1.0, float(args.finetune_epochs)), seed=seed, checkpoint=False)
-                t1, c1 = time.perf_counter(), time.process_time()
-                result = fit(supernet, train, None, config, progress=False)
-                train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
-                t1, c1 = time.perf_counter(), time.process_time()
-                after = evaluate_every(supernet, test)
-                eval_s, eval_cpu_s = time.perf_counter() - t1, time.process_time() - c1
+                if args.finetune_epochs == 0:  # the starts only: "trained" repeats step 0
+                    after, steps, samples_seen = before, 0, 0
+                    train_s = train_cpu_s = eval_s = eval_cpu_s = 0.0
+                else:
+                    config = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=lr,
+                                         warmup_epochs=min(1.0, float(args.finetune_epochs)), seed=seed,
+                                         checkpoint=False)
+                    t1, c1 = time.perf_counter(), time.process_time()
+                    result = fit(supernet, train, None, config, progress=False)
+                    steps, samples_seen = result.steps, result.samples_seen
+                    train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
+                    t1, c1 = time.perf_counter(), time.process_time()
+                    after = evaluate_every(supernet, test)
+                    eval_s, eval_cpu_s = time.perf_counter() - t1, time.process_time() - c1
                 rows.append({
                     "init": init, "finetune_lr": lr, "seed": seed, "configurations": configurations,
                     "step0": {"mean_top1": mean(before), "best_top1": max(before)},
                     "trained": {"mean_top1": mean(after), "best_top1": max(after)},
                     "step0_top1": before, "trained_top1": after, "init_summary": supernet.init_summary,
-                    "steps": result.steps, "samples_seen": result.samples_seen,
+                    "steps": steps, "samples_seen": samples_seen,
                     "build_s": build_s, "step0_eval_s": step0[init, seed]["eval_s"] if fresh else 0.0,
                     "train_s": train_s, "eval_s": eval_s, "wall_time_s": time.perf_counter() - t0,
                     "step0_eval_cpu_s": step0[init, seed]["eval_cpu_s"] if fresh else 0.0,

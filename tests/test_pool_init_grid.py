@@ -52,10 +52,19 @@ def test_tiny_grid_writes_every_cell(tmp_path):
     with pytest.raises(SystemExit):
         pool_init_grid.main(argv + ["--reuse", "--widths", "24,36"])
 
+    # --finetune-epochs 0 scores the starts only: no training, "trained" repeats step 0
+    assert pool_init_grid.main(argv + ["--reuse", "--inits", "maps", "--seeds", "0", "--finetune-lrs", "1e-3",
+                                       "--finetune-epochs", "0"]) == 0
+    starts = json.loads(out.read_text())["rows"][0]
+    assert starts["steps"] == 0 and starts["trained_top1"] == starts["step0_top1"]
+    maps = next(r for r in rows if (r["init"], r["finetune_lr"], r["seed"]) == ("maps", 1e-3, 0))
+    assert starts["step0_top1"] == maps["step0_top1"]
+
 
 def test_bad_arguments_are_refused(tmp_path, capsys):
     for extra, message in ((["--inits", "maps,magic"], "unknown inits ['magic']"),
-                           (["--widths", "24,36,48"], "two students' widths")):
+                           (["--widths", "24,36,48"], "two students' widths"),
+                           (["--finetune-epochs", "-1"], "--finetune-epochs must be >= 0")):
         with pytest.raises(SystemExit):
             pool_init_grid.main(["--tiny", "--work", str(tmp_path), "--out", str(tmp_path / "x.json"), *extra])
         assert message in capsys.readouterr().err
