@@ -65,7 +65,7 @@ import torch
 import learngene
 from learngene._io import atomic_write_json, atomic_write_text
 from learngene.arch import arch_of
-from learngene.bench.report import git_commit, machine_info
+from learngene.bench.report import git_commit, machine_info, save_figure
 from learngene.data import load_dataset
 from learngene.methods import learngene_pool
 from learngene.methods._stitching import INITS
@@ -151,9 +151,7 @@ def plot(table: list[dict], inits: list[str], lrs: list[float], path: Path, titl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import torch
 
 import learngene
 from learngene._io import atomic_write_json
-from learngene.bench.report import git_commit, machine_info
+from learngene.bench.report import git_commit, machine_info, save_figure
 from learngene.data import load_dataset
 from learngene.methods import learngene_pool, sn_net
 from learngene.arch import arch_of
@@ -114,9 +114,7 @@ def plot(records: list[dict], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> None:
@@ -182,7 +180,6 @@ def main() -> None:
             gene = learngene.extract("learngene-pool", ancestry, data=distill_data, epochs=args.epochs, **options)
         else:
             epochs = args.snnet_epochs
-            depth = args.snnet_depth or args.depth
             if epochs <= 0:  # match the pool's distillation FLOPs (3 x student + teacher forward per sample)
                 shapes = anchor_archs(arch, widths, None, depth)
                 per_epoch = sum(3 * forward_flops_per_sample(learngene.create_vit(a), sample) for a in shapes)

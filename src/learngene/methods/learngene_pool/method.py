@@ -16,11 +16,11 @@ Stage 2, descendants. ``stitch_supernet(gene)`` builds the SN-Net-style supernet
 students (``learngene.methods._stitching``): each student alone, and prefix of a narrower
 student + stitching ``Linear`` + suffix of a wider one at every sliding-window position
 (kernel 2, stride 1); training samples one configuration per step; ``export(i)`` gives any
-configuration as a standalone ``StitchedViT``. Stitching layers start from the maps (the
-paper's way: the transpose of the mean map, ``init="maps"``), from the same weights with one
-least-squares gain per layer (``init="maps-gain"``), from the maps' pseudo-inverse
-(``init="pinv"``), from least squares on a few images (SN-Net's, ``init="least-squares"``),
-or random. ``expand`` (one timm ViT of one shape) does not apply and raises a ConfigError
+configuration as a standalone ``StitchedViT``. Stitching layers start from the maps'
+pseudo-inverse (``init="pinv"``, the default), from the maps as the paper composes them (the
+transpose of the mean map, ``init="maps"``), from those weights with one least-squares gain per
+layer (``init="maps-gain"``), from least squares on a few images (SN-Net's,
+``init="least-squares"``), or random. ``expand`` (one timm ViT of one shape) does not apply and raises a ConfigError
 pointing here.
 
 Departures from the paper and the reference:
@@ -30,8 +30,9 @@ Departures from the paper and the reference:
     width (the reference stitches tiny -> base from a base teacher, exactly that case, and
     we apply it there). Otherwise we compose W = mean(M_end) mean(M_front)^T (ours): into the
     teacher's space, then on to the end student's. Biases start at 0 (the reference leaves
-    MindSpore's zero bias). ``init="maps-gain"`` and ``init="pinv"`` are ours too (issue 21:
-    the maps carry the students' smaller feature scale; see README, Learngene Pool vs SN-Net).
+    MindSpore's zero bias). ``init="maps-gain"`` and ``init="pinv"`` are ours too; "pinv" is the
+    default because the transpose kept no more of the students' function than random stitches
+    (README, Learngene Pool vs SN-Net: the stitch-init grid).
   - Pairs: ``pairs="all"`` (default) stitches every narrower -> wider pair; the reference
     trains only tiny -> base (plus the two alone) out of its three students, and SN-Net
     uses neighbouring widths (``pairs="nearest"``).
@@ -208,8 +209,8 @@ def stitch_supernet(gene: Artifact, *, num_classes: int | None = None, init: str
     and inverts M as M is learned (student ~ M teacher); in the stitch-init grid
     (benchmarks/results/pool_init_grid.md) the paper's transpose kept no more of the students'
     function than random stitches and trained to 60.3% mean over the 18 configurations at lr
-    1e-3, the pseudo-inverse to 76.3% (least squares on images: 79.6%). ``seed`` seeds fresh heads, stitching layers and the
-    per-step configuration draws. Train it with ``learngene.train.fit``; ``select(i)`` +
+    1e-3, the pseudo-inverse to 76.3% (least squares on images: 79.6%). ``seed`` seeds fresh
+    heads, stitching layers and the per-step configuration draws. Train it with ``learngene.train.fit``; ``select(i)`` +
     evaluate, or ``export(i)`` for a standalone model.
     """
     if not isinstance(gene, Artifact) or gene.method != METHOD:
