@@ -234,10 +234,10 @@ def main() -> None:
 
     from learngene._io import atomic_write_json
 
+    if args.tmp:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
     runs = []
     for n in args.sizes:
-        if args.tmp:
-            Path(args.tmp).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=args.tmp, prefix="lg-stream-") as tmp:
             folder = Path(tmp)
             t0 = time.perf_counter()
