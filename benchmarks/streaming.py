@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="where to write the JPEGs (default: the system temp dir)")
     parser.add_argument("--epoch", nargs=2, metavar=("LOADER", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.epoch and min(args.sizes) < BATCH:
+        parser.error(f"--sizes must each be at least one batch ({BATCH} images: both loaders drop the last "
+                     f"partial batch), got {min(args.sizes)}")
     if args.epoch:  # the measured subprocess
         print(json.dumps(run_epoch(args.epoch[0], args.epoch[1], args.workers)))
         return
